@@ -1,0 +1,1 @@
+"""Training plugins: callbacks and hooks that recipes name by dotted path."""

@@ -1,0 +1,1 @@
+"""Turn raw FiQA rows into the instruction JSONL that the recipes train on."""

@@ -1,0 +1,1 @@
+"""Declarative YAML recipes that train LoRA / QLoRA adapters with TRL's SFTTrainer."""

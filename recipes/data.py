@@ -1,0 +1,116 @@
+"""Load the JSONL splits that ``python -m preprocess.fiqa`` writes, and audit truncation.
+
+TRL truncates each tokenized example to ``max_length`` and then drops, without a word,
+the examples left with no supervised token. This module counts those cases before
+training, leaves the empty ones out itself and reports every count, so nothing is
+trained on (or dropped) silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from recipes.config import RecipeError
+
+
+def split_path(data_dir: str | Path, split: str) -> Path:
+    return Path(data_dir) / f"{split}.jsonl"
+
+
+def preprocess_hint(data_dir: str | Path) -> str:
+    return f"python -m preprocess.fiqa --out {data_dir}"
+
+
+def load_split(data_dir: str | Path, split: str):
+    """One split as a ``datasets.Dataset`` holding only ``prompt`` and ``completion``."""
+    from datasets import load_dataset
+
+    path = split_path(data_dir, split)
+    if not path.is_file():
+        raise RecipeError(
+            f"data file {path} does not exist. Write the FiQA splits with `{preprocess_hint(data_dir)}` "
+            "(add --source DIR for a local copy), or point `data_dir` at the folder that holds them."
+        )
+    dataset = load_dataset("json", data_files=str(path), split="train")
+    missing = {"prompt", "completion"} - set(dataset.column_names)
+    if missing:
+        raise RecipeError(
+            f"{path} lacks the column(s) {sorted(missing)}: it was not written by preprocess.fiqa. "
+            f"Regenerate it with `{preprocess_hint(data_dir)}`."
+        )
+    if len(dataset) == 0:
+        raise RecipeError(f"{path} holds no examples. Regenerate it with `{preprocess_hint(data_dir)}`.")
+    return dataset.select_columns(["prompt", "completion"])
+
+
+@dataclass
+class TruncationReport:
+    """What ``max_length`` does to one split."""
+
+    split: str
+    examples: int
+    max_length: int | None
+    longest_tokens: int
+    answers_cut: int  # examples that lose the end of their answer (or its EOS)
+    left_out: int  # examples with no answer token left: not trained or evaluated on
+
+    def describe(self) -> str:
+        if self.max_length is None:
+            return f"{self.split}: {self.examples} examples, longest {self.longest_tokens} tokens, no max_length."
+        return (
+            f"{self.split}: {self.examples} examples, longest {self.longest_tokens} tokens; "
+            f"{self.answers_cut} exceed max_length={self.max_length} and lose the end of their answer; "
+            f"{self.left_out} keep no answer token and are left out."
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _ids(encoded) -> list[int]:
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+def token_spans(dataset, tokenizer) -> list[tuple[int, int]]:
+    """(prompt tokens, total tokens) per example, tokenized the way TRL's SFTTrainer does it."""
+    spans = []
+    for example in dataset:
+        prompt, completion = example["prompt"], example["completion"]
+        if isinstance(prompt, list):  # conversational
+            prompt_ids = _ids(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True))
+            full_ids = _ids(tokenizer.apply_chat_template(prompt + completion, tokenize=True))
+        else:
+            if not completion.endswith(tokenizer.eos_token):
+                completion = completion + tokenizer.eos_token
+            prompt_ids = tokenizer(prompt)["input_ids"]
+            full_ids = tokenizer(prompt + completion)["input_ids"]
+        spans.append((_common_prefix_length(prompt_ids, full_ids), len(full_ids)))
+    return spans
+
+
+def audit_truncation(dataset, tokenizer, max_length: int | None, split: str, truncates: bool):
+    """Count cut answers and answer-less examples; return the dataset without the latter and the report."""
+    spans = token_spans(dataset, tokenizer)
+    limit = max_length if (truncates and max_length is not None) else None
+    keep = [i for i, (p, t) in enumerate(spans) if (min(t, limit) if limit else t) - p > 0]
+    report = TruncationReport(
+        split=split,
+        examples=len(spans),
+        max_length=limit,
+        longest_tokens=max(t for _, t in spans),
+        answers_cut=sum(1 for p, t in spans if limit and t > limit and limit > p),
+        left_out=len(spans) - len(keep),
+    )
+    if report.left_out:
+        dataset = dataset.select(keep)
+    return dataset, report

@@ -1,0 +1,82 @@
+"""Tokenizer, model-loading keyword arguments, and the LoRA / 4-bit configs of a recipe.
+
+The configs themselves come from TRL's ``get_peft_config`` and ``get_quantization_config``
+(the same functions ``trl sft`` uses); this module adds the checks TRL leaves out: a pad
+token distinct from EOS, and 4-bit or bf16 refused on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recipes.config import RecipeError
+
+
+def load_tokenizer(model_args, training_args):
+    """The model's tokenizer with a pad token that is not EOS.
+
+    With pad == EOS, TRL's collator masks padding by token id, so the closing EOS of every
+    answer is masked too and the model never learns to stop.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+    )
+    wanted = training_args.pad_token
+    if wanted is not None:
+        if wanted not in tokenizer.get_vocab():
+            raise RecipeError(
+                f"pad_token {wanted!r} is not in the vocabulary of {model_args.model_name_or_path}. Set "
+                "`pad_token` to one of its unused special tokens (for Llama 3 models: <|finetune_right_pad_id|>)."
+            )
+        tokenizer.pad_token = wanted
+    eos = training_args.eos_token or tokenizer.eos_token
+    if tokenizer.pad_token is None or tokenizer.pad_token == eos:
+        raise RecipeError(
+            f"the tokenizer of {model_args.model_name_or_path} has no pad token distinct from EOS "
+            f"({eos!r}); padding with EOS would mask the EOS the model must learn. Set `pad_token` in the "
+            "recipe to an unused special token (for Llama 3 models: <|finetune_right_pad_id|>)."
+        )
+    return tokenizer
+
+
+def model_init_kwargs(model_args, training_args) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments, as ``trl sft`` builds them."""
+    kwargs: dict[str, Any] = dict(
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
+    )
+    if training_args.model_init_kwargs is not None:
+        kwargs.update(training_args.model_init_kwargs)
+    return kwargs
+
+
+def check_accelerator(model_args, training_args) -> None:
+    """Refuse 4-bit and bf16 without a GPU: bitsandbytes loads 4-bit weights on a CPU silently."""
+    import torch
+
+    if torch.cuda.is_available() and not training_args.use_cpu:
+        return
+    wants = []
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        wants.append("bitsandbytes quantization (load_in_4bit/load_in_8bit)")
+    if training_args.bf16 and not training_args.use_cpu:
+        wants.append("bf16 mixed precision")
+    if wants:
+        raise RecipeError(
+            f"this recipe asks for {' and '.join(wants)}, which needs a CUDA GPU, and none is visible. "
+            "Run it on a GPU machine, or for a CPU run use `--load_in_4bit false --bf16 false --dtype float32` "
+            "(or the smoke recipe, recipes/smoke.yaml)."
+        )
+
+
+def build_peft_and_quantization(model_args):
+    """LoRA and bitsandbytes configs from the recipe, through TRL's own helpers."""
+    from trl import get_peft_config, get_quantization_config
+
+    return get_peft_config(model_args), get_quantization_config(model_args)

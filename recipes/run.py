@@ -1,0 +1,147 @@
+"""``accelerate launch -m recipes.run RECIPE.yaml [--key value ...]``: train one adapter.
+
+Parse the recipe, check it against the machine, load the tokenizer and the JSONL splits,
+let TRL's ``SFTTrainer`` load the model (4-bit when asked), apply LoRA through PEFT and
+train with completion-only loss, then save the adapter, the tokenizer, the resolved
+recipe and the metrics in ``output_dir``. ``python -m recipes.run`` behaves the same on
+one process; with no recipe it runs ``recipes/smoke.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from preprocess.atomic_io import atomic_write_text
+from recipes.config import Recipe, RecipeError, parse_recipe
+from recipes.data import audit_truncation, load_split
+from recipes.model_setup import build_peft_and_quantization, check_accelerator, load_tokenizer, model_init_kwargs
+
+
+def prepare_assets(recipe: Recipe) -> None:
+    """Build the smoke recipe's offline model and data when it asks for them."""
+    if recipe.recipe.build_smoke_assets:
+        from recipes.smoke_assets import ensure_smoke_assets
+
+        ensure_smoke_assets(recipe.model.model_name_or_path, recipe.recipe.data_dir)
+
+
+def evaluates(training_args) -> bool:
+    return str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
+
+
+def load_datasets(recipe: Recipe, tokenizer):
+    """Train and eval splits after the truncation audit, with the audit's reports."""
+    args = recipe.training
+    truncates = not args.packing or args.packing_strategy == "bfd"
+    splits = {"train": recipe.recipe.train_split}
+    if evaluates(args):
+        splits["eval"] = recipe.recipe.eval_split
+    datasets, reports = {}, []
+    for role, split in splits.items():
+        dataset, report = audit_truncation(load_split(recipe.recipe.data_dir, split), tokenizer, args.max_length, split, truncates)
+        if len(dataset) == 0:
+            raise RecipeError(
+                f"every example of {split} is longer in its prompt alone than max_length={args.max_length}, "
+                "so none has an answer token to learn from. Raise `max_length`."
+            )
+        datasets[role] = dataset
+        reports.append(report)
+    return datasets, reports
+
+
+def build_trainer(recipe: Recipe, callbacks: list | None = None):
+    """Everything up to a ready ``SFTTrainer``; returns it with the truncation reports."""
+    from trl import SFTTrainer
+
+    model_args, args = recipe.model, recipe.training
+    check_accelerator(model_args, args)
+    prepare_assets(recipe)
+    tokenizer = load_tokenizer(model_args, args)
+    datasets, reports = load_datasets(recipe, tokenizer)
+    peft_config, quantization_config = build_peft_and_quantization(model_args)
+    args.model_init_kwargs = model_init_kwargs(model_args, args)
+    trainer = SFTTrainer(
+        model=model_args.model_name_or_path,
+        args=args,
+        train_dataset=datasets["train"],
+        eval_dataset=datasets.get("eval"),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        quantization_config=quantization_config,
+        callbacks=callbacks,
+    )
+    return trainer, reports
+
+
+def trainable_parameters_line(model) -> str:
+    if hasattr(model, "get_nb_trainable_parameters"):
+        trainable, total = model.get_nb_trainable_parameters()
+    else:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+    return f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4g}%)"
+
+
+def batch_line(args) -> str:
+    per_device, accumulation, world = (
+        args.per_device_train_batch_size,
+        args.gradient_accumulation_steps,
+        args.world_size,
+    )
+    unit = "packed sequences" if args.packing else "examples"
+    return (
+        f"world size {world}; effective batch {per_device * accumulation * world} {unit} "
+        f"(per device {per_device} x accumulation {accumulation} x processes {world})"
+    )
+
+
+def save_run(trainer, recipe: Recipe, reports, train_metrics: dict, eval_metrics: dict | None) -> None:
+    """Adapter, tokenizer, resolved recipe, metrics and the truncation report, main process only."""
+    out = Path(recipe.training.output_dir)
+    trainer.save_model(str(out))  # adapter + tokenizer (the trainer's processing_class)
+    trainer.log_metrics("train", train_metrics)
+    trainer.save_metrics("train", train_metrics)
+    if eval_metrics is not None:
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        header = f"# Resolved recipe `{recipe.name}` (from {recipe.path} and command-line overrides).\n"
+        atomic_write_text(out / "recipe.yaml", header + yaml.safe_dump(recipe.resolved, sort_keys=False))
+        atomic_write_text(out / "data_report.json", json.dumps([r.as_dict() for r in reports], indent=2) + "\n")
+
+
+def train(recipe: Recipe, callbacks: list | None = None) -> dict:
+    """Run a parsed recipe end to end; returns the final metrics."""
+    trainer, reports = build_trainer(recipe, callbacks)
+    say = trainer.accelerator.print
+    say(f"recipe {recipe.name}: {recipe.path}")
+    for report in reports:
+        say(f"data {report.describe()}")
+    say(trainable_parameters_line(trainer.model))
+    say(batch_line(recipe.training))
+    result = trainer.train(resume_from_checkpoint=recipe.training.resume_from_checkpoint)
+    eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else None
+    save_run(trainer, recipe, reports, result.metrics, eval_metrics)
+    best = trainer.state.best_model_checkpoint
+    say(f"adapter saved to {recipe.training.output_dir}" + (f" (best checkpoint: {best})" if best else ""))
+    return {**result.metrics, **(eval_metrics or {})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        recipe = parse_recipe(argv)
+        train(recipe)
+    except RecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

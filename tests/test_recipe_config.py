@@ -1,0 +1,174 @@
+"""Recipe parsing: YAML + overrides, unknown keys, bad values, and the shipped recipes' settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recipes.config import DEFAULT_RECIPE, RecipeError, parse_recipe
+from recipes.run import main
+from tests.conftest import REPO_ROOT
+
+RECIPES = REPO_ROOT / "recipes"
+# The GPU recipes ask for bf16; parsing them on a CPU needs use_cpu, which changes nothing else.
+ON_CPU = ["--use_cpu", "true"]
+
+
+def write_recipe(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_command_line_overrides_recipe_values(tmp_path):
+    path = write_recipe(tmp_path, "learning_rate: 2.0e-4\nlora_r: 8\npacking: false\nbf16: false\ndata_dir: a\n")
+    recipe = parse_recipe([path, "--learning_rate", "1e-3", "--packing", "true", "--data_dir", "b", "--max_length", "64"])
+    assert recipe.training.learning_rate == 1e-3
+    assert recipe.training.packing is True
+    assert recipe.training.max_length == 64
+    assert recipe.recipe.data_dir == "b"
+    assert recipe.model.lora_r == 8  # untouched recipe value
+    assert recipe.resolved["learning_rate"] == 1e-3 and recipe.resolved["max_length"] == 64
+    assert recipe.name == "recipe"
+
+
+def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
+    # PyYAML reads `2e-4` as a string; the parser converts it like a command-line value.
+    recipe = parse_recipe([write_recipe(tmp_path, "learning_rate: 2e-4\nbf16: false\n")])
+    assert recipe.training.learning_rate == pytest.approx(2e-4)
+
+
+@pytest.mark.parametrize(
+    ("text", "argv", "expected"),
+    [
+        ("learnig_rate: 1.0e-4\n", [], "unknown key `learnig_rate`. Did you mean `learning_rate`?"),
+        ("bf16: false\n", ["--lora_alhpa", "4"], "command line: unknown key `lora_alhpa`. Did you mean `lora_alpha`?"),
+        ("evaluation_strategy: steps\n", [], "Did you mean `eval_strategy`?"),
+        ("max_seq_length: 512\n", [], "Did you mean `max_length`?"),
+        ("bf16: false\n", ["--learning_rate", "fast"], "`learning_rate`: invalid float value: 'fast'"),
+        ("bf16: false\neval_strategy: sometimes\n", [], "`eval_strategy`: invalid choice: 'sometimes'"),
+        ("- a\n- b\n", [], "must be a mapping of `key: value` lines"),
+        ("a: [\n", [], "is not valid YAML"),
+    ],
+)
+def test_bad_recipes_raise_a_recipe_error_naming_the_problem(tmp_path, text, argv, expected):
+    with pytest.raises(RecipeError) as info:
+        parse_recipe([write_recipe(tmp_path, text), *argv])
+    assert expected in str(info.value)
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(RecipeError, match="does not exist"):
+        parse_recipe([str(tmp_path / "nope.yaml")])
+
+
+def test_no_recipe_means_the_smoke_recipe():
+    assert parse_recipe([]).path == DEFAULT_RECIPE == RECIPES / "smoke.yaml"
+
+
+def test_main_reports_errors_in_one_line_and_exits_non_zero(tmp_path, capsys):
+    assert main([write_recipe(tmp_path, "lora_alpah: 16\n")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Did you mean `lora_alpha`?" in err and "Traceback" not in err
+
+
+def test_missing_data_names_the_preprocess_command(tmp_path, tiny_model_dir, capsys):
+    argv = [
+        str(RECIPES / "smoke.yaml"),
+        "--build_smoke_assets", "false",
+        "--model_name_or_path", str(tiny_model_dir),
+        "--data_dir", str(tmp_path / "nothing-here"),
+        "--output_dir", str(tmp_path / "run"),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"python -m preprocess.fiqa --out {tmp_path / 'nothing-here'}" in err and "Traceback" not in err
+
+
+def test_gpu_recipe_on_a_cpu_machine_says_what_to_do(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")  # CI and the dev machines have none
+    assert main([str(RECIPES / "nemotron_fiqa_qlora.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "needs a CUDA GPU" in err and "--bf16 false" in err
+
+
+def test_qlora_on_cpu_is_refused_before_loading(tmp_path, capsys):
+    argv = [str(RECIPES / "nemotron_fiqa_qlora.yaml"), *ON_CPU, "--bf16", "false", "--output_dir", str(tmp_path)]
+    assert main(argv) == 2
+    assert "bitsandbytes quantization" in capsys.readouterr().err
+
+
+def test_qlora_recipe_settings():
+    recipe = parse_recipe([str(RECIPES / "nemotron_fiqa_qlora.yaml"), *ON_CPU])
+    model, args = recipe.model, recipe.training
+    assert model.model_name_or_path == "nvidia/Llama-3.1-Nemotron-Nano-8B-v1"
+    assert model.load_in_4bit and model.bnb_4bit_quant_type == "nf4" and model.use_bnb_nested_quant
+    assert model.dtype == "bfloat16"
+    assert (model.lora_r, model.lora_alpha, model.lora_dropout) == (8, 32, 0.05)
+    assert model.lora_target_modules == "all-linear"
+    assert args.learning_rate == 2e-4 and args.lr_scheduler_type.value == "cosine"
+    assert "adamw" in args.optim.value
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 16
+    assert args.num_train_epochs == 3
+    assert args.activation_checkpointing is True
+    assert args.eval_strategy.value == "steps" and args.load_best_model_at_end
+    assert args.metric_for_best_model == "eval_loss" and args.save_total_limit
+    assert args.completion_only_loss is True
+    assert args.pad_token == "<|finetune_right_pad_id|>" and args.eos_token == "<|eot_id|>"
+
+
+def test_lora_recipe_differs_only_where_it_should():
+    qlora = parse_recipe([str(RECIPES / "nemotron_fiqa_qlora.yaml"), *ON_CPU]).resolved
+    lora = parse_recipe([str(RECIPES / "nemotron_fiqa_lora.yaml"), *ON_CPU]).resolved
+    assert lora["lora_target_modules"] == ["q_proj", "k_proj", "v_proj"]
+    assert "load_in_4bit" not in lora
+    differing = {k for k in qlora.keys() | lora.keys() if qlora.get(k) != lora.get(k)}
+    assert differing == {
+        "load_in_4bit", "bnb_4bit_quant_type", "use_bnb_nested_quant", "lora_target_modules", "output_dir"
+    }
+
+
+def nemotron_shaped_meta_model():
+    """Llama-3.1-Nemotron-Nano-8B-v1's exact shape, on the meta device (no memory, no weights)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+        intermediate_size=14336, vocab_size=128256, max_position_embeddings=131072,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192,
+                      "low_freq_factor": 1.0, "high_freq_factor": 4.0},
+    )
+    with torch.device("meta"):
+        return LlamaForCausalLM(config)
+
+
+@pytest.mark.parametrize(
+    ("recipe_file", "trainable", "percent"),
+    [("nemotron_fiqa_qlora.yaml", 20_971_520, 0.26), ("nemotron_fiqa_lora.yaml", 4_718_592, 0.059)],
+)
+def test_recipe_lora_trains_the_documented_parameter_count(recipe_file, trainable, percent):
+    from peft import get_peft_model
+
+    from recipes.model_setup import build_peft_and_quantization
+
+    recipe = parse_recipe([str(RECIPES / recipe_file), *ON_CPU])
+    peft_config, _ = build_peft_and_quantization(recipe.model)
+    model = get_peft_model(nemotron_shaped_meta_model(), peft_config)
+    count, total = model.get_nb_trainable_parameters()
+    assert count == trainable
+    assert round(100 * count / total, 3 if percent < 0.1 else 2) == percent
+
+
+def test_help_lists_recipe_keys():
+    result = subprocess.run(
+        [sys.executable, "-m", "recipes.run", "--help"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120
+    )
+    assert result.returncode == 0
+    assert "--learning_rate" in result.stdout and "--data_dir" in result.stdout and "--lora_r" in result.stdout
