@@ -21,12 +21,10 @@ from typing import Any
 
 import yaml
 
+from recipes.errors import RecipeError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_RECIPE = PACKAGE_DIR / "smoke.yaml"
-
-
-class RecipeError(Exception):
-    """A recipe problem the user can fix; the message names it and says what to do."""
 
 
 @dataclass
@@ -51,6 +49,10 @@ class RecipeArguments:
     recipe_name: str | None = field(
         default=None, metadata={"help": "Name used in logs and plot titles; defaults to the recipe file's stem."}
     )
+    plugins: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Plugins by dotted path, e.g. plugins.loss_curves.LossCurves (see plugins/base.py)."},
+    )
 
 
 class _RaisingParser:
@@ -66,18 +68,42 @@ def _argparse_message(message: str) -> str:
     return message.rstrip(".") + "."
 
 
-def _make_parser():
+def _make_parser(plugin_configs: tuple[type, ...] = ()):
     from trl import ModelConfig, SFTConfig, TrlParser
 
     class RecipeParser(_RaisingParser, TrlParser):
         pass
 
-    return RecipeParser(
-        (RecipeArguments, SFTConfig, ModelConfig),
-        prog="accelerate launch -m recipes.run",
-        usage="accelerate launch -m recipes.run [RECIPE.yaml] [--key value ...]",
-        allow_abbrev=False,
-    )
+    try:
+        return RecipeParser(
+            (RecipeArguments, SFTConfig, ModelConfig, *plugin_configs),
+            prog="accelerate launch -m recipes.run",
+            usage="accelerate launch -m recipes.run [RECIPE.yaml] [--key value ...]",
+            allow_abbrev=False,
+        )
+    except argparse.ArgumentError as exc:  # a plugin key that clashes with another key
+        owners = ", ".join(c.__name__ for c in plugin_configs)
+        raise RecipeError(
+            f"a plugin declares a recipe key that already exists ({exc}); rename it in {owners}, "
+            "e.g. with the plugin's name as a prefix."
+        ) from None
+
+
+def plugin_paths(content: dict[str, Any], overrides: list[str]) -> list[str]:
+    """The plugin list, from ``--plugins a b`` on the command line or else the recipe."""
+    if "--plugins" in overrides:
+        values = []
+        for item in overrides[overrides.index("--plugins") + 1 :]:
+            if item.startswith("--"):
+                break
+            values.append(item)
+        return values
+    listed = content.get("plugins") or []
+    if isinstance(listed, str):
+        listed = [listed]
+    if not isinstance(listed, list):
+        raise RecipeError(f"`plugins` must be a list of dotted paths, not {listed!r}.")
+    return [str(p) for p in listed]
 
 
 def valid_keys(parser: argparse.ArgumentParser) -> list[str]:
@@ -152,6 +178,7 @@ class Recipe:
     training: Any  # trl.SFTConfig
     model: Any  # trl.ModelConfig
     resolved: dict[str, Any]
+    plugins: list = field(default_factory=list)  # plugins.base.RecipePlugin instances
 
     @property
     def name(self) -> str:
@@ -160,9 +187,13 @@ class Recipe:
 
 def parse_recipe(argv: list[str]) -> Recipe:
     """Parse ``[RECIPE.yaml] [--key value ...]`` into a :class:`Recipe`, or raise :class:`RecipeError`."""
+    from plugins.base import load_plugin_classes
+
     path, overrides = split_recipe_argv(argv)
     content = load_recipe_file(path)
-    parser = _make_parser()
+    plugin_classes = load_plugin_classes(plugin_paths(content, overrides))
+    plugin_configs = tuple(dict.fromkeys(c.config_class for c in plugin_classes if c.config_class))
+    parser = _make_parser(plugin_configs)
     keys = valid_keys(parser)
     unknown = [k for k in content if k not in keys]
     if unknown:
@@ -181,7 +212,7 @@ def parse_recipe(argv: list[str]) -> Recipe:
         with warnings.catch_warnings():
             # recipes.model_setup applies `pad_token` to the tokenizer itself, as TRL advises.
             warnings.filterwarnings("ignore", message="`pad_token` is deprecated", category=FutureWarning)
-            recipe_args, training_args, model_args, leftover = parser.parse_args_into_dataclasses(
+            recipe_args, training_args, model_args, *plugin_values, leftover = parser.parse_args_into_dataclasses(
                 args=overrides, return_remaining_strings=True
             )
     except RecipeError as exc:  # from argparse: a value of the wrong type or not among the choices
@@ -198,8 +229,15 @@ def parse_recipe(argv: list[str]) -> Recipe:
         )
     resolved: dict[str, Any] = {}
     for key in list(content) + [k for k in _cli_keys(overrides) if k not in content]:
-        for config in (recipe_args, training_args, model_args):
+        for config in (recipe_args, training_args, model_args, *plugin_values):
             if key in {f.name for f in fields(config)}:
                 resolved[key] = to_plain(getattr(config, key))
                 break
-    return Recipe(path=path, recipe=recipe_args, training=training_args, model=model_args, resolved=resolved)
+    config_of = dict(zip(plugin_configs, plugin_values))
+    plugins = [cls(config_of.get(cls.config_class)) for cls in plugin_classes]
+    recipe = Recipe(
+        path=path, recipe=recipe_args, training=training_args, model=model_args, resolved=resolved, plugins=plugins
+    )
+    for plugin in plugins:
+        plugin.on_recipe_parsed(recipe)
+    return recipe

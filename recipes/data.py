@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from recipes.config import RecipeError
+from recipes.errors import RecipeError
 
 
 def split_path(data_dir: str | Path, split: str) -> Path:

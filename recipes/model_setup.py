@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recipes.config import RecipeError
+from recipes.errors import RecipeError
 
 
 def load_tokenizer(model_args, training_args):

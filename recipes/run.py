@@ -16,7 +16,8 @@ from pathlib import Path
 import yaml
 
 from preprocess.atomic_io import atomic_write_text
-from recipes.config import Recipe, RecipeError, parse_recipe
+from recipes.config import Recipe, parse_recipe
+from recipes.errors import RecipeError
 from recipes.data import audit_truncation, load_split
 from recipes.model_setup import build_peft_and_quantization, check_accelerator, load_tokenizer, model_init_kwargs
 
@@ -64,6 +65,11 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
     datasets, reports = load_datasets(recipe, tokenizer)
     peft_config, quantization_config = build_peft_and_quantization(model_args)
     args.model_init_kwargs = model_init_kwargs(model_args, args)
+    plugin_callbacks = [
+        callback
+        for plugin in sorted(recipe.plugins, key=lambda p: p.order)
+        for callback in plugin.callbacks(recipe)
+    ]
     trainer = SFTTrainer(
         model=model_args.model_name_or_path,
         args=args,
@@ -72,8 +78,10 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         processing_class=tokenizer,
         peft_config=peft_config,
         quantization_config=quantization_config,
-        callbacks=callbacks,
+        callbacks=[*plugin_callbacks, *(callbacks or [])],
     )
+    for plugin in recipe.plugins:
+        plugin.on_trainer_ready(trainer, recipe)
     return trainer, reports
 
 
@@ -127,9 +135,12 @@ def train(recipe: Recipe, callbacks: list | None = None) -> dict:
     result = trainer.train(resume_from_checkpoint=recipe.training.resume_from_checkpoint)
     eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else None
     save_run(trainer, recipe, reports, result.metrics, eval_metrics)
+    metrics = {**result.metrics, **(eval_metrics or {})}
+    for plugin in recipe.plugins:
+        plugin.on_train_end(trainer, recipe, metrics)
     best = trainer.state.best_model_checkpoint
     say(f"adapter saved to {recipe.training.output_dir}" + (f" (best checkpoint: {best})" if best else ""))
-    return {**result.metrics, **(eval_metrics or {})}
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> int:

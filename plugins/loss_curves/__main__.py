@@ -1,0 +1,58 @@
+"""``python -m plugins.loss_curves RUN_DIR [RUN_DIR ...]``: re-plot or compare runs.
+
+Reads each run's ``metrics.jsonl``, or the ``trainer_state.json`` of any Hugging Face
+Trainer run (or of its newest checkpoint). One run: writes its loss, learning-rate and
+grad-norm charts. Several runs: also writes ``loss_comparison.png`` overlaying them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from plugins.loss_curves.metrics_log import read_run_rows
+from plugins.loss_curves.plotting import comparison_figure, render_run_charts, save_png
+from recipes.errors import RecipeError
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m plugins.loss_curves", description=__doc__.split("\n\n")[1])
+    parser.add_argument("runs", nargs="+", type=Path, help="output_dir of one or more training runs")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the PNGs (default: the run dir, "
+                        "or the current directory when comparing several runs)")
+    parser.add_argument("--smoothing", type=float, default=0.9, help="EMA weight of the smoothed loss (default 0.9)")
+    return parser
+
+
+def run_names(paths: list[Path]) -> list[str]:
+    """Short unique labels: the folder names, with parents added where two collide."""
+    names = [p.resolve().name for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{p.resolve().parent.name}/{p.resolve().name}" for p in paths]
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        runs = {name: read_run_rows(path) for name, path in zip(run_names(args.runs), args.runs)}
+    except RecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    written = []
+    if len(runs) == 1:
+        (name, rows), = runs.items()
+        written += render_run_charts(rows, args.out or args.runs[0], name, args.smoothing)
+    else:
+        out = args.out or Path(".")
+        for (name, rows), path in zip(runs.items(), args.runs):
+            written += render_run_charts(rows, out / name.replace("/", "_"), name, args.smoothing)
+        written.append(save_png(comparison_figure(runs, args.smoothing), out / "loss_comparison.png"))
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The run's metrics as rows, kept on disk as ``metrics.jsonl`` and ``metrics.csv``.
+
+One row per log entry of the trainer, tagged with its kind (``train``, ``eval``,
+``summary``, ``final_eval``). Both files are rewritten atomically at every log, so a
+killed run keeps every row logged until then and never a half-written line; a resumed
+run first drops the rows logged after the checkpoint it resumes from, so each step
+appears once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from preprocess.atomic_io import atomic_write_text
+from recipes.errors import RecipeError
+
+JSONL_NAME, CSV_NAME = "metrics.jsonl", "metrics.csv"
+LEADING_COLUMNS = ("step", "epoch", "kind")
+
+
+def row_kind(entry: dict[str, Any], training_ended: bool = False) -> str:
+    """Classify a trainer log entry: training loss, evaluation, or the end-of-training summary."""
+    if any(key.startswith("eval_") for key in entry):
+        return "final_eval" if training_ended else "eval"
+    if "train_loss" in entry or ("train_runtime" in entry and "loss" not in entry):
+        return "summary"  # the end-of-training totals (train_loss, train_runtime, ...)
+    return "train"
+
+
+class MetricsLog:
+    """Rows of one run plus their two files in ``run_dir``."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.rows: list[dict[str, Any]] = []
+
+    @property
+    def jsonl_path(self) -> Path:
+        return self.run_dir / JSONL_NAME
+
+    @property
+    def csv_path(self) -> Path:
+        return self.run_dir / CSV_NAME
+
+    def start(self, resumed_step: int) -> None:
+        """Fresh run: start empty. Resumed run: keep the rows up to the checkpoint's step."""
+        self.rows = []
+        if resumed_step > 0 and self.jsonl_path.is_file():
+            self.rows = [r for r in read_jsonl_rows(self.jsonl_path) if int(r.get("step", 0)) <= resumed_step]
+        self.write()
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self.write()
+
+    def write(self) -> None:
+        jsonl = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows)
+        atomic_write_text(self.jsonl_path, jsonl)
+        atomic_write_text(self.csv_path, rows_to_csv(self.rows))
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV with the leading columns first, then every other key in order of first appearance."""
+    columns = list(LEADING_COLUMNS)
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def read_jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def rows_from_log_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows from the ``log_history`` of any HF Trainer's ``trainer_state.json``."""
+    rows, ended = [], False
+    for entry in log_history:
+        kind = row_kind(entry, ended)
+        ended = ended or kind == "summary"
+        rows.append({"step": entry.get("step"), "epoch": entry.get("epoch"), "kind": kind, **entry})
+    return rows
+
+
+def find_trainer_state(run_dir: Path) -> Path | None:
+    """``trainer_state.json`` of the run, or of its newest checkpoint when the run did not finish."""
+    direct = run_dir / "trainer_state.json"
+    if direct.is_file():
+        return direct
+    checkpoints = sorted(
+        (p for p in run_dir.glob("checkpoint-*/trainer_state.json") if p.parent.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.parent.name.split("-")[-1]),
+    )
+    return checkpoints[-1] if checkpoints else None
+
+
+def read_run_rows(run_dir: str | Path) -> list[dict[str, Any]]:
+    """A run's rows from ``metrics.jsonl``, else from ``trainer_state.json``."""
+    run = Path(run_dir)
+    if (run / JSONL_NAME).is_file():
+        return read_jsonl_rows(run / JSONL_NAME)
+    state = find_trainer_state(run)
+    if state is None:
+        raise RecipeError(
+            f"{run} holds neither {JSONL_NAME} nor a trainer_state.json (also none in checkpoint-*/). "
+            "Point at the output_dir of a training run."
+        )
+    return rows_from_log_history(json.loads(state.read_text(encoding="utf-8")).get("log_history", []))

@@ -1,0 +1,75 @@
+"""Throughput: non-padding tokens per second, step time and peak GPU memory in the logs.
+
+Add ``plugins.throughput.Throughput`` to a recipe's ``plugins``. Each training log entry
+then carries ``tokens_per_second`` (non-padding tokens of all processes over the time
+spent in optimizer steps since the previous log, so evaluation pauses do not count),
+``step_time_seconds`` and, on a GPU, ``peak_memory_gib`` / ``peak_reserved_gib``. They
+reach ``trainer_state.json`` and, with the loss-curves plugin, the CSV and a chart.
+"""
+
+from __future__ import annotations
+
+import time
+
+from transformers import TrainerCallback
+
+from plugins.base import RecipePlugin
+
+
+def _cuda():
+    import torch
+
+    return torch.cuda if torch.cuda.is_available() else None
+
+
+class ThroughputCallback(TrainerCallback):
+    def __init__(self) -> None:
+        self.step_started = 0.0
+        self.train_seconds = 0.0  # time in optimizer steps since the last log
+        self.steps = 0
+        self.tokens_at_last_log: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.tokens_at_last_log = state.num_input_tokens_seen
+        self.train_seconds, self.steps = 0.0, 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        cuda = _cuda()
+        if cuda is not None:
+            cuda.synchronize()  # kernels are asynchronous: time the work, not its launch
+        self.train_seconds += time.perf_counter() - self.step_started
+        self.steps += 1
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs or self.steps == 0 or self.train_seconds <= 0:
+            return
+        tokens = state.num_input_tokens_seen - (self.tokens_at_last_log or 0)
+        measured = {
+            "tokens_per_second": round(tokens / self.train_seconds, 2),
+            "step_time_seconds": round(self.train_seconds / self.steps, 4),
+        }
+        cuda = _cuda()
+        if cuda is not None:
+            measured["peak_memory_gib"] = round(cuda.max_memory_allocated() / 2**30, 3)
+            measured["peak_reserved_gib"] = round(cuda.max_memory_reserved() / 2**30, 3)
+        logs.update(measured)  # seen by the callbacks after this one (loss curves)
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(measured)  # and kept in trainer_state.json
+        self.tokens_at_last_log = state.num_input_tokens_seen
+        self.train_seconds, self.steps = 0.0, 0
+
+
+class Throughput(RecipePlugin):
+    """Adds throughput and memory figures to every training log."""
+
+    order = -10  # before the plugins that write the logs out
+
+    def on_recipe_parsed(self, recipe) -> None:
+        # Counting tokens is what makes tokens/s possible; padding is not work done.
+        recipe.training.include_num_input_tokens_seen = "non_padding"
+
+    def callbacks(self, recipe) -> list[TrainerCallback]:
+        return [ThroughputCallback()]

@@ -1,0 +1,224 @@
+"""Plugins: loading and errors, plugin keys, loss-curve files across kill -9 and resume,
+charts that show the logged values, the re-plot CLI, and throughput figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from recipes.config import parse_recipe
+from recipes.errors import RecipeError
+from recipes.run import main
+from tests.conftest import REPO_ROOT
+
+SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
+
+KILL_PLUGIN = textwrap.dedent(
+    '''
+    """A user plugin in the user's own module: kill -9 this process at a given step."""
+    import os
+    import signal
+    from dataclasses import dataclass
+
+    from transformers import TrainerCallback
+
+    from plugins.base import RecipePlugin
+
+
+    @dataclass
+    class KillConfig:
+        kill_at_step: int = 0
+
+
+    class _KillCallback(TrainerCallback):
+        def __init__(self, step):
+            self.step = step
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == self.step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+    class KillAtStep(RecipePlugin):
+        config_class = KillConfig
+
+        def callbacks(self, recipe):
+            return [_KillCallback(self.config.kill_at_step)]
+    '''
+)
+
+
+def run_recipe(args: list[str], cwd: Path, extra_path: Path | None = None) -> subprocess.CompletedProcess:
+    path = os.pathsep.join(str(p) for p in (REPO_ROOT, extra_path) if p)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": path}
+    return subprocess.run([sys.executable, "-m", "recipes.run", SMOKE, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def read_rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def test_bad_plugin_paths_fail_before_anything_loads(tmp_path, capsys):
+    (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('boom at import')\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        argv = [SMOKE, "--model_name_or_path", str(tmp_path / "no-model"), "--build_smoke_assets", "false",
+                "--output_dir", str(tmp_path / "run"),
+                "--plugins", "plugins.nope.Missing", "plugins.loss_curves.NoSuchClass", "broken_plugin.Thing",
+                "NotDotted"]
+        assert main(argv) == 2
+    finally:
+        sys.path.remove(str(tmp_path))
+    err = capsys.readouterr().err
+    assert "plugin `plugins.nope.Missing`: importing `plugins.nope` failed: module `plugins.nope` was not found" in err
+    assert "plugin `plugins.loss_curves.NoSuchClass`: module `plugins.loss_curves` has no attribute `NoSuchClass`" in err
+    assert "plugin `broken_plugin.Thing`: importing `broken_plugin` raised RuntimeError: boom at import" in err
+    assert "plugin `NotDotted`: it is not a dotted path" in err
+    assert "Traceback" not in err and "no-model" not in err  # failed on the plugins, before the model
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_class_that_is_not_a_plugin_is_refused():
+    with pytest.raises(RecipeError, match="`TrainerCallback` is not a subclass of plugins.base.RecipePlugin"):
+        parse_recipe([SMOKE, "--plugins", "transformers.TrainerCallback"])
+
+
+def test_plugin_keys_are_validated_and_overridable(tmp_path):
+    recipe = parse_recipe([SMOKE, "--loss_curves_smoothing", "0.5"])
+    loss_curves = next(p for p in recipe.plugins if type(p).__name__ == "LossCurves")
+    assert loss_curves.config.loss_curves_smoothing == 0.5
+    with pytest.raises(RecipeError, match=r"`loss_curves_smoothing` must be in \[0, 1\)"):
+        parse_recipe([SMOKE, "--loss_curves_smoothing", "1.5"])
+    with pytest.raises(RecipeError, match="Did you mean `loss_curves_smoothing`"):
+        parse_recipe([SMOKE, "--loss_curve_smoothing", "0.5"])
+    # Without the plugin listed, its key does not exist.
+    with pytest.raises(RecipeError, match="unknown key `loss_curves_smoothing`"):
+        parse_recipe([SMOKE, "--plugins", "plugins.throughput.Throughput", "--loss_curves_smoothing", "0.5"])
+
+
+def test_throughput_plugin_turns_on_non_padding_token_counting():
+    recipe = parse_recipe([SMOKE])
+    assert recipe.training.include_num_input_tokens_seen == "non_padding"
+
+
+# --- a run killed with SIGKILL, then resumed --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("kill-resume")
+    (work / "user_plugins").mkdir()
+    (work / "user_plugins" / "kill_at_step.py").write_text(KILL_PLUGIN)
+    plugins = ["plugins.throughput.Throughput", "plugins.loss_curves.LossCurves"]
+
+    killed = run_recipe(["--plugins", *plugins, "user_plugins.kill_at_step.KillAtStep", "--kill_at_step", "25"],
+                        cwd=work, extra_path=work)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run = work / "runs" / "smoke"
+    logged_before_kill = [r["step"] for r in read_rows(run) if r["kind"] == "train"]
+    assert logged_before_kill == list(range(2, 25, 2))  # every log up to the kill survived it
+    assert (run / "loss.png").is_file()  # drawn at the evaluations before the kill
+
+    resumed = run_recipe(["--plugins", *plugins, "--resume_from_checkpoint", "runs/smoke/checkpoint-20"], cwd=work)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return run
+
+
+def test_metrics_have_one_row_per_logged_step_across_kill_and_resume(resumed_run):
+    import csv
+
+    rows = read_rows(resumed_run)
+    train_steps = [r["step"] for r in rows if r["kind"] == "train"]
+    eval_steps = [r["step"] for r in rows if r["kind"] == "eval"]
+    assert train_steps == list(range(2, 61, 2))  # logging_steps 2, 60 steps: each exactly once
+    assert eval_steps == [10, 20, 30, 40, 50, 60]
+    assert [r["kind"] for r in rows].count("summary") == 1
+
+    with (resumed_run / "metrics.csv").open(newline="") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    assert [(int(r["step"]), r["kind"]) for r in csv_rows] == [(r["step"], r["kind"]) for r in rows]
+    assert [float(r["loss"]) for r in csv_rows if r["kind"] == "train"] == [r["loss"] for r in rows if r["kind"] == "train"]
+
+    state = json.loads((resumed_run / "trainer_state.json").read_text())
+    history_losses = {h["step"]: h["loss"] for h in state["log_history"] if "loss" in h}
+    assert {r["step"]: r["loss"] for r in rows if r["kind"] == "train"} == history_losses
+
+
+def test_charts_exist_are_not_blank_and_plot_the_logged_values(resumed_run):
+    import numpy as np
+    from matplotlib.image import imread
+
+    from plugins.loss_curves.plotting import loss_figure, single_metric_figure
+
+    for name in ("loss.png", "learning_rate.png", "grad_norm.png", "throughput.png"):
+        pixels = imread(resumed_run / name)
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 300
+        assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 50, f"{name} looks blank"
+
+    rows = read_rows(resumed_run)
+    figure = loss_figure(rows, "smoke", smoothing=0.8)
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    train = [(r["step"], r["loss"]) for r in rows if r["kind"] == "train"]
+    evals = [(r["step"], r["eval_loss"]) for r in rows if r["kind"] == "eval"]
+    assert list(lines["train (raw)"].get_xdata()) == [s for s, _ in train]
+    assert list(lines["train (raw)"].get_ydata()) == [v for _, v in train]
+    assert list(lines["validation"].get_ydata()) == [v for _, v in evals]
+    assert figure.axes[0].get_title() == "smoke: loss" and figure.axes[0].get_xlabel() == "optimizer step"
+
+    lr = single_metric_figure(rows, "learning_rate", "smoke: lr", "learning rate", "green")
+    assert list(lr.axes[0].get_lines()[0].get_ydata()) == [r["learning_rate"] for r in rows if r["kind"] == "train"]
+
+
+def test_throughput_figures_are_logged(resumed_run, tiny_tokenizer):
+    rows = [r for r in read_rows(resumed_run) if r["kind"] == "train"]
+    assert all(r["tokens_per_second"] > 0 and r["step_time_seconds"] > 0 for r in rows)
+    # Non-padding tokens: after 6 epochs the count equals 6 x the tokens of the (truncated) training set.
+    from datasets import load_dataset
+
+    from recipes.data import token_spans
+
+    train = load_dataset("json", data_files=str(resumed_run.parent / "smoke-assets" / "fiqa" / "train.jsonl"), split="train")
+    tokens_per_epoch = sum(min(total, 512) for _, total in token_spans(train, tiny_tokenizer))
+    assert rows[-1]["num_input_tokens_seen"] == 6 * tokens_per_epoch
+
+
+def test_replot_cli_compares_two_runs(resumed_run, tmp_path):
+    # The second run is known only by its trainer_state.json, as any HF Trainer run would be.
+    other = tmp_path / "other-run"
+    other.mkdir()
+    (other / "trainer_state.json").write_bytes((resumed_run / "trainer_state.json").read_bytes())
+    out = tmp_path / "plots"
+    result = subprocess.run(
+        [sys.executable, "-m", "plugins.loss_curves", str(resumed_run), str(other), "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / "loss_comparison.png").is_file()
+    assert (out / "smoke" / "loss.png").is_file() and (out / "other-run" / "loss.png").is_file()
+
+    from plugins.loss_curves.metrics_log import read_run_rows
+    from plugins.loss_curves.plotting import comparison_figure
+
+    figure = comparison_figure({"smoke": read_run_rows(resumed_run), "other-run": read_run_rows(other)})
+    labels = [line.get_label() for line in figure.axes[0].get_lines()]
+    assert labels == ["smoke train (EMA)", "smoke validation", "other-run train (EMA)", "other-run validation"]
+
+
+def test_replot_cli_explains_a_folder_without_metrics(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "plugins.loss_curves", str(tmp_path)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=300,
+    )
+    assert result.returncode == 2 and "neither metrics.jsonl nor a trainer_state.json" in result.stderr
+    assert "Traceback" not in result.stderr
