@@ -123,9 +123,8 @@ def save_run(trainer, recipe: Recipe, reports, train_metrics: dict, eval_metrics
         atomic_write_text(out / "data_report.json", json.dumps([r.as_dict() for r in reports], indent=2) + "\n")
 
 
-def train(recipe: Recipe, callbacks: list | None = None) -> dict:
-    """Run a parsed recipe end to end; returns the final metrics."""
-    trainer, reports = build_trainer(recipe, callbacks)
+def run_training(trainer, recipe: Recipe, reports) -> dict:
+    """Train a built trainer, evaluate the kept (best) model, save the run; returns the metrics."""
     say = trainer.accelerator.print
     say(f"recipe {recipe.name}: {recipe.path}")
     for report in reports:
@@ -141,6 +140,12 @@ def train(recipe: Recipe, callbacks: list | None = None) -> dict:
     best = trainer.state.best_model_checkpoint
     say(f"adapter saved to {recipe.training.output_dir}" + (f" (best checkpoint: {best})" if best else ""))
     return metrics
+
+
+def train(recipe: Recipe, callbacks: list | None = None) -> dict:
+    """Run a parsed recipe end to end; returns the final metrics."""
+    trainer, reports = build_trainer(recipe, callbacks)
+    return run_training(trainer, recipe, reports)
 
 
 def main(argv: list[str] | None = None) -> int:

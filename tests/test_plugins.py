@@ -222,3 +222,31 @@ def test_replot_cli_explains_a_folder_without_metrics(tmp_path):
     )
     assert result.returncode == 2 and "neither metrics.jsonl nor a trainer_state.json" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_readme_plugin_example_works(tmp_path, monkeypatch):
+    """The README's 'write your own' example, run as written: it stops training at the first evaluation."""
+    import json
+    import re
+
+    from recipes.run import train
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("### Write your own"):]
+    example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "my_plugins.py").write_text(example)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+
+    recipe = parse_recipe([SMOKE, "--plugins", "plugins.loss_curves.LossCurves", "my_plugins.StopAtLoss", "--stop_at_loss", "100",
+                           "--output_dir", str(tmp_path / "run")])
+    train(recipe)
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert state["global_step"] == 10  # eval_steps 10: the first evaluation (loss < 100) stopped it
+
+
+def test_every_shipped_recipe_parses():
+    for path in sorted((REPO_ROOT / "recipes").glob("*.yaml")):
+        recipe = parse_recipe([str(path), "--use_cpu", "true"])
+        assert recipe.training.output_dir and recipe.training.completion_only_loss is True, path.name
+        assert {type(p).__name__ for p in recipe.plugins} == {"Throughput", "LossCurves"}, path.name

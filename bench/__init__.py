@@ -1,0 +1,1 @@
+"""Benchmarks: measured numbers for the README, never asserted in tests."""
