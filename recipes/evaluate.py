@@ -1,0 +1,187 @@
+"""``python -m recipes.evaluate RUN_DIR [--split test] [--limit N]``: base model vs adapter.
+
+For one split of the run's data, measures both the base model and base + adapter on the
+same prompts: loss and perplexity with the training format and masking (TRL's
+``SFTTrainer``), then greedy answers to every question scored against the reference by
+semantic similarity and ROUGE-L. Writes ``eval_report.json``, ``eval_report.md``,
+``predictions.jsonl`` and ``similarity.png`` into ``RUN_DIR/eval-SPLIT`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+from preprocess.atomic_io import atomic_write_bytes, atomic_write_text
+from preprocess.prompt_format import detect_prompt_format
+from recipes.data import audit_truncation, load_split, split_path
+from recipes.errors import RecipeError
+from recipes.generation import generate_answers
+from recipes.scoring import DEFAULT_ENCODER, resolve_encoder, rouge_l, semantic_similarity, summarise
+from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
+
+
+def read_records(path: Path, limit: int | None) -> list[dict]:
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return records[:limit] if limit else records
+
+
+def loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size: int) -> dict[str, dict[str, float]]:
+    """Eval loss of base and tuned model on the split, through the trainer that trained the adapter."""
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    on_gpu = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory() as scratch:
+        config = SFTConfig(
+            output_dir=scratch,
+            per_device_eval_batch_size=batch_size,
+            max_length=recipe.training.max_length,
+            completion_only_loss=True,
+            packing=False,
+            eos_token=recipe.training.eos_token,
+            bf16=bool(recipe.training.bf16 and on_gpu),
+            use_cpu=not on_gpu,
+            report_to="none",
+            activation_checkpointing=False,
+            dataloader_pin_memory=on_gpu,
+        )
+        trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, eval_dataset=dataset,
+                             processing_class=tokenizer)
+        tuned = trainer.evaluate()["eval_loss"]
+        with model.disable_adapter():
+            base = trainer.evaluate()["eval_loss"]
+    return {
+        "base": {"eval_loss": round(base, 4), "perplexity": round(math.exp(base), 3)},
+        "tuned": {"eval_loss": round(tuned, 4), "perplexity": round(math.exp(tuned), 3)},
+    }
+
+
+def similarity_figure(base: list[float], tuned: list[float], title: str):
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 4.5), dpi=110, layout="constrained")
+    axes = figure.add_subplot()
+    bins = [i / 20 for i in range(-4, 21)]
+    axes.hist(base, bins=bins, alpha=0.55, color="tab:gray", label=f"base (mean {sum(base) / len(base):.3f})")
+    axes.hist(tuned, bins=bins, alpha=0.55, color="tab:blue", label=f"tuned (mean {sum(tuned) / len(tuned):.3f})")
+    axes.set_xlabel("cosine similarity to the reference answer")
+    axes.set_ylabel("questions")
+    axes.set_title(title)
+    axes.legend()
+    return figure
+
+
+def markdown_report(report: dict, rows: list[dict], examples: int = 3) -> str:
+    base, tuned = report["base"], report["tuned"]
+    lines = [
+        f"# Evaluation of `{report['run_dir']}` on {report['split']} ({report['questions']} questions)",
+        "",
+        f"Base model `{report['base_model']}`; encoder `{report['encoder']}`; greedy, "
+        f"max_new_tokens={report['max_new_tokens']}.",
+        "",
+        "| metric | base | tuned | change |",
+        "|---|---|---|---|",
+    ]
+    for label, key, sub in [
+        ("eval loss", "eval_loss", None), ("perplexity", "perplexity", None),
+        ("similarity (mean)", "similarity", "mean"), ("similarity (median)", "similarity", "median"),
+        ("ROUGE-L (mean)", "rougeL", "mean"), ("ROUGE-L (median)", "rougeL", "median"),
+    ]:
+        b = base[key][sub] if sub else base[key]
+        t = tuned[key][sub] if sub else tuned[key]
+        lines.append(f"| {label} | {b} | {t} | {t - b:+.4g} |")
+    lines += ["", "## Examples", ""]
+    for row in rows[:examples]:
+        lines += [
+            f"**Question:** {row['question']}", "",
+            f"- reference: {row['reference'][:600]}",
+            f"- base (similarity {row['similarity_base']:.3f}): {row['base'][:600]}",
+            f"- tuned (similarity {row['similarity_tuned']:.3f}): {row['tuned'][:600]}", "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_run(run_dir: Path, split: str, limit: int | None, max_new_tokens: int, batch_size: int,
+                 encoder: str, out_dir: Path | None = None) -> dict:
+    recipe = load_run_recipe(run_dir)
+    data_path = split_path(recipe.recipe.data_dir, split)
+    dataset = load_split(recipe.recipe.data_dir, split)  # checks the file and names the fix if missing
+    records = read_records(data_path, limit)
+    if limit:
+        dataset = dataset.select(range(len(records)))
+    prompt_format = detect_prompt_format(records[0])
+    tokenizer = load_run_tokenizer(run_dir)
+    model = load_adapter_model(run_dir, recipe)
+    dataset, truncation = audit_truncation(dataset, tokenizer, recipe.training.max_length, split, truncates=True)
+
+    losses = loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size)
+    questions = [r["question"] for r in records]
+    references = [r["answer"] for r in records]
+    tuned_answers = generate_answers(model, tokenizer, questions, prompt_format, max_new_tokens, batch_size, "tuned")
+    with model.disable_adapter():
+        base_answers = generate_answers(model, tokenizer, questions, prompt_format, max_new_tokens, batch_size, "base")
+
+    scores = {
+        "base": (semantic_similarity(base_answers, references, encoder), rouge_l(base_answers, references)),
+        "tuned": (semantic_similarity(tuned_answers, references, encoder), rouge_l(tuned_answers, references)),
+    }
+    report = {
+        "run_dir": str(run_dir), "split": split, "questions": len(records), "prompt_format": prompt_format,
+        "base_model": recipe.model.model_name_or_path, "encoder": encoder, "encoder_loaded_from": resolve_encoder(encoder),
+        "max_new_tokens": max_new_tokens,
+        "truncation": truncation.as_dict(),
+    }
+    for side, (similarity, rouge) in scores.items():
+        report[side] = {**losses[side], "similarity": summarise(similarity), "rougeL": summarise(rouge),
+                        "answer_words_mean": round(sum(len(a.split()) for a in (base_answers if side == "base" else tuned_answers)) / len(records), 1)}
+    rows = [
+        {"question": q, "reference": ref, "base": b, "tuned": t,
+         "similarity_base": sb, "similarity_tuned": st, "rougeL_base": rb, "rougeL_tuned": rt}
+        for q, ref, b, t, sb, st, rb, rt in zip(questions, references, base_answers, tuned_answers,
+                                                scores["base"][0], scores["tuned"][0], scores["base"][1], scores["tuned"][1])
+    ]
+    out = out_dir or run_dir / f"eval-{split}"
+    atomic_write_text(out / "eval_report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "eval_report.md", markdown_report(report, rows))
+    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    figure = similarity_figure(scores["base"][0], scores["tuned"][0], f"{recipe.name}: similarity on {split}")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    atomic_write_bytes(out / "similarity.png", buffer.getvalue())
+    report["out_dir"] = str(out)
+    return report
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m recipes.evaluate", description=__doc__.split("\n\n")[1])
+    parser.add_argument("run_dir", type=Path, help="output_dir of a finished recipes.run run")
+    parser.add_argument("--split", default="test", help="split file of the run's data_dir (default test)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N questions only")
+    parser.add_argument("--max_new_tokens", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER, help="sentence-transformers model for similarity")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default RUN_DIR/eval-SPLIT)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        report = evaluate_run(args.run_dir, args.split, args.limit, args.max_new_tokens, args.batch_size,
+                              args.encoder, args.out)
+    except RecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print((Path(report["out_dir"]) / "eval_report.md").read_text(encoding="utf-8").split("## Examples")[0])
+    print(f"report: {report['out_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""``python -m recipes.generate RUN_DIR "question" [...]`` or ``--file questions.txt``.
+
+Answers questions with the base model + the run's adapter, in the prompt format the run
+trained on (greedy, stopping at EOS). ``--base`` answers with the base model alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from preprocess.prompt_format import detect_prompt_format
+from recipes.data import split_path
+from recipes.errors import RecipeError
+from recipes.generation import generate_answers
+from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
+
+
+def run_prompt_format(recipe) -> str:
+    """The format of the run's training data (first record of its train split)."""
+    path = split_path(recipe.recipe.data_dir, recipe.recipe.train_split)
+    if not path.is_file():
+        return "completion"
+    with path.open(encoding="utf-8") as handle:
+        return detect_prompt_format(json.loads(handle.readline()))
+
+
+def read_questions(args) -> list[str]:
+    questions = list(args.questions)
+    if args.file:
+        if not args.file.is_file():
+            raise RecipeError(f"--file {args.file} does not exist. Give a text file with one question per line.")
+        questions += [line.strip() for line in args.file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not questions:
+        raise RecipeError('no question given. Pass one or more questions, e.g. "What is an ETF?", or --file FILE.')
+    return questions
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m recipes.generate", description=__doc__.split("\n\n")[1])
+    parser.add_argument("run_dir", type=Path, help="output_dir of a finished recipes.run run")
+    parser.add_argument("questions", nargs="*", help="questions to answer")
+    parser.add_argument("--file", type=Path, default=None, help="text file with one question per line")
+    parser.add_argument("--max_new_tokens", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--base", action="store_true", help="answer with the base model, adapter disabled")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        questions = read_questions(args)
+        recipe = load_run_recipe(args.run_dir)
+        tokenizer = load_run_tokenizer(args.run_dir)
+        model = load_adapter_model(args.run_dir, recipe)
+    except RecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    prompt_format = run_prompt_format(recipe)
+    if args.base:
+        with model.disable_adapter():
+            answers = generate_answers(model, tokenizer, questions, prompt_format, args.max_new_tokens, args.batch_size)
+    else:
+        answers = generate_answers(model, tokenizer, questions, prompt_format, args.max_new_tokens, args.batch_size)
+    for question, answer in zip(questions, answers):
+        print(f"Question: {question}\nAnswer: {answer}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

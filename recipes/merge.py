@@ -1,0 +1,51 @@
+"""``python -m recipes.merge RUN_DIR --out DIR``: fold the adapter into the base weights.
+
+Loads the base model unquantized in the recipe's dtype (for a QLoRA run: the bf16 base,
+not the 4-bit one, since 4-bit weights cannot absorb the update exactly), merges the LoRA
+update with PEFT's ``merge_and_unload`` and saves a plain model plus the run's tokenizer,
+which ``AutoModelForCausalLM.from_pretrained(DIR)`` loads with no PEFT installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from recipes.errors import RecipeError
+from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
+
+
+def merge_run(run_dir: Path, out_dir: Path, overwrite: bool = False) -> Path:
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise RecipeError(f"--out {out_dir} exists and is not empty. Choose a new folder or pass --overwrite.")
+    recipe = load_run_recipe(run_dir)
+    tokenizer = load_run_tokenizer(run_dir)
+    model = load_adapter_model(run_dir, recipe, quantized=False).merge_and_unload()
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)  # the merged model appears whole or not at all
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recipes.merge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path, help="output_dir of a finished recipes.run run")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the merged model")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    args = parser.parse_args(argv)
+    try:
+        out = merge_run(args.run_dir, args.out, args.overwrite)
+    except RecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"merged model saved to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

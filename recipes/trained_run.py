@@ -1,0 +1,65 @@
+"""Load what a finished run saved: its resolved recipe, its tokenizer, base model + adapter.
+
+Evaluation, generation and merging all start from a run's ``output_dir``. The resolved
+``recipe.yaml`` there names the base model, the data and the precision the adapter was
+trained with, so every later step rebuilds exactly the same setup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recipes.config import Recipe, parse_recipe
+from recipes.errors import RecipeError
+
+
+def load_run_recipe(run_dir: str | Path, *overrides: str) -> Recipe:
+    """The recipe a run was trained with, from ``RUN_DIR/recipe.yaml``."""
+    run = Path(run_dir)
+    if not (run / "adapter_config.json").is_file() or not (run / "recipe.yaml").is_file():
+        raise RecipeError(
+            f"{run} is not a finished run: it lacks adapter_config.json or recipe.yaml. Pass the output_dir "
+            "of a run of `recipes.run` (where the adapter was saved)."
+        )
+    return parse_recipe([str(run / "recipe.yaml"), *overrides])
+
+
+def load_run_tokenizer(run_dir: str | Path):
+    """The tokenizer saved with the adapter (pad token already set as in training)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(run_dir)
+
+
+def load_base_model(recipe: Recipe, quantized: bool = True):
+    """The base model as the recipe loads it; ``quantized=False`` loads a 4-bit recipe's base in its dtype."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from recipes.model_setup import build_peft_and_quantization, check_accelerator
+
+    model_args = recipe.model
+    quantization = build_peft_and_quantization(model_args)[1] if quantized else None
+    if quantization is not None:
+        check_accelerator(model_args, recipe.training)
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    if not torch.cuda.is_available() and dtype in (torch.bfloat16, torch.float16):
+        dtype = torch.float32  # half precision on a CPU is slow and, for some ops, unsupported
+    return AutoModelForCausalLM.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        dtype=dtype,
+        attn_implementation=model_args.attn_implementation,
+        quantization_config=quantization,
+        device_map="auto" if torch.cuda.is_available() else None,
+        trust_remote_code=recipe.training.trust_remote_code,
+    )
+
+
+def load_adapter_model(run_dir: str | Path, recipe: Recipe, quantized: bool = True):
+    """Base model with the run's LoRA adapter attached (``disable_adapter()`` gives the base back)."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_base_model(recipe, quantized), str(run_dir))
+    model.eval()
+    return model

@@ -1,0 +1,152 @@
+"""Evaluate, generate and merge on a run of the smoke recipe (tiny model, offline encoder)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    """A finished smoke run; its relative paths resolve in this folder, which tests chdir into."""
+    from recipes.config import parse_recipe
+    from recipes.run import train
+
+    work = tmp_path_factory.mktemp("eval-work")
+    previous = Path.cwd()
+    os.chdir(work)
+    try:
+        train(parse_recipe([SMOKE]))
+    finally:
+        os.chdir(previous)
+    return work / "runs" / "smoke"
+
+
+@pytest.fixture
+def in_work_dir(smoke_run, monkeypatch):
+    monkeypatch.chdir(smoke_run.parent.parent)
+    return smoke_run
+
+
+def test_scores_are_what_they_claim():
+    from recipes.scoring import rouge_l, semantic_similarity, summarise
+
+    same = semantic_similarity(["An index fund holds a whole market."], ["An index fund holds a whole market."])
+    assert same[0] == pytest.approx(1.0, abs=1e-4)
+    related, unrelated = semantic_similarity(
+        ["A bond is a loan to a company that pays interest.", "A bond is a loan to a company that pays interest."],
+        ["Bonds are loans that pay you interest.", "My cat sleeps on the sofa all afternoon."],
+    )
+    assert related > unrelated + 0.3
+    assert rouge_l(["the cat sat"], ["the cat sat"]) == [1.0] and rouge_l(["dog"], ["the cat sat"]) == [0.0]
+    assert summarise([1.0, 2.0, 3.0, 4.0])["mean"] == 2.5
+
+
+def test_evaluate_reports_base_against_tuned(in_work_dir, capsys):
+    from recipes.evaluate import main
+
+    run = in_work_dir
+    assert main([str(run), "--split", "validation", "--max_new_tokens", "24"]) == 0
+    out = run / "eval-validation"
+    report = json.loads((out / "eval_report.json").read_text())
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    questions = [json.loads(line)["question"] for line in (run.parent / "smoke-assets/fiqa/validation.jsonl").read_text().splitlines()]
+
+    assert report["questions"] == len(rows) == len(questions)
+    assert [r["question"] for r in rows] == questions
+    for side in ("base", "tuned"):
+        assert report[side]["perplexity"] == pytest.approx(math.exp(report[side]["eval_loss"]), rel=1e-3)
+        assert -1 <= report[side]["similarity"]["min"] <= report[side]["similarity"]["max"] <= 1
+    assert report["tuned"]["eval_loss"] < report["base"]["eval_loss"]  # the adapter learned the fixture
+    # Same format and masking as training: the tuned loss equals the run's own final eval loss.
+    trained = json.loads((run / "all_results.json").read_text())["eval_loss"]
+    assert report["tuned"]["eval_loss"] == pytest.approx(trained, abs=2e-3)
+    assert all(isinstance(r["base"], str) and isinstance(r["tuned"], str) for r in rows)
+    assert (out / "similarity.png").stat().st_size > 5000
+    markdown = (out / "eval_report.md").read_text()
+    assert "| eval loss |" in markdown and "## Examples" in markdown
+    assert "| ROUGE-L (mean) |" in capsys.readouterr().out
+
+
+def test_evaluate_limit_and_missing_split(in_work_dir, capsys):
+    from recipes.evaluate import main
+
+    assert main([str(in_work_dir), "--split", "test", "--limit", "2", "--max_new_tokens", "4",
+                 "--out", str(in_work_dir / "eval-limited")]) == 0
+    assert json.loads((in_work_dir / "eval-limited" / "eval_report.json").read_text())["questions"] == 2
+    assert main([str(in_work_dir), "--split", "nope"]) == 2
+    assert "nope.jsonl does not exist" in capsys.readouterr().err
+
+
+def test_generation_uses_the_training_prompt_and_left_padding(in_work_dir):
+    import torch
+
+    from preprocess.prompt_format import build_prompt
+    from recipes.generation import generate_answers, prompt_text
+    from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
+
+    recipe = load_run_recipe(in_work_dir)
+    tokenizer = load_run_tokenizer(in_work_dir)
+    model = load_adapter_model(in_work_dir, recipe)
+    questions = ["What is a bond?", "How does an ETF work for a small investor?", "Should I care about inflation?"]
+    assert prompt_text(questions[0], "completion", tokenizer) == build_prompt(questions[0])
+
+    batched = generate_answers(model, tokenizer, questions, "completion", max_new_tokens=12, batch_size=3)
+    one_by_one = generate_answers(model, tokenizer, questions, "completion", max_new_tokens=12, batch_size=1)
+    assert batched == one_by_one  # left padding does not change greedy answers
+
+    encoded = tokenizer(build_prompt(questions[0]), return_tensors="pt")
+    with torch.no_grad():
+        manual = model.generate(**encoded, max_new_tokens=12, do_sample=False,
+                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    expected = tokenizer.decode(manual[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    assert batched[0] == expected
+
+
+def test_generate_cli(in_work_dir, tmp_path, capsys):
+    from recipes.generate import main
+
+    questions = tmp_path / "questions.txt"
+    questions.write_text("What is a dividend?\n\nWhat is a mortgage?\n")
+    assert main([str(in_work_dir), "What is an ETF?", "--file", str(questions), "--max_new_tokens", "8"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Question: ") == 3 and "Question: What is a mortgage?\nAnswer:" in out
+    assert main([str(in_work_dir)]) == 2
+    assert "no question given" in capsys.readouterr().err
+    assert main([str(tmp_path), "What?"]) == 2
+    assert "is not a finished run" in capsys.readouterr().err
+
+
+def test_merge_gives_a_plain_model_with_the_same_outputs(in_work_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from recipes.merge import main
+    from recipes.trained_run import load_adapter_model, load_run_recipe
+
+    out = tmp_path / "merged"
+    assert main([str(in_work_dir), "--out", str(out)]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.pad_token == "<|finetune_right_pad_id|>"
+
+    adapter_model = load_adapter_model(in_work_dir, load_run_recipe(in_work_dir))
+    inputs = tokenizer("Question: What is a bond?\n\nAnswer:", return_tensors="pt")
+    with torch.no_grad():
+        expected = adapter_model(**inputs).logits
+        actual = merged(**inputs).logits
+    assert torch.allclose(actual, expected, atol=1e-4)
+    with torch.no_grad(), adapter_model.disable_adapter():
+        base = adapter_model(**inputs).logits
+    assert not torch.allclose(actual, base, atol=1e-3)  # the merge changed the weights
+
+    assert main([str(in_work_dir), "--out", str(out)]) == 2  # never overwrites silently
