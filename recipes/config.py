@@ -64,6 +64,10 @@ class _RaisingParser:
 
 def _argparse_message(message: str) -> str:
     """'argument --lr/--l-r: invalid float value' -> '`lr`: invalid float value'."""
+    choice = re.match(r"argument --([\w.]+)(?:/--[\w.-]+)?: invalid choice: '(.*)' \(choose from (.*)\)", message)
+    if choice:
+        choices = [c.strip().strip("'") for c in choice.group(3).split(",")]
+        return invalid_choice_message(choice.group(1), choice.group(2), choices)
     message = re.sub(r"argument --([\w.]+)(?:/--[\w.-]+)?: ", r"`\1`: ", message)
     return message.rstrip(".") + "."
 
@@ -75,12 +79,14 @@ def _make_parser(plugin_configs: tuple[type, ...] = ()):
         pass
 
     try:
-        return RecipeParser(
+        parser = RecipeParser(
             (RecipeArguments, SFTConfig, ModelConfig, *plugin_configs),
             prog="accelerate launch -m recipes.run",
             usage="accelerate launch -m recipes.run [RECIPE.yaml] [--key value ...]",
             allow_abbrev=False,
         )
+        parser.set_defaults(use_peft=True)  # every recipe here trains an adapter unless it says otherwise
+        return parser
     except argparse.ArgumentError as exc:  # a plugin key that clashes with another key
         owners = ", ".join(c.__name__ for c in plugin_configs)
         raise RecipeError(
@@ -185,9 +191,79 @@ class Recipe:
         return self.recipe.recipe_name or self.path.stem
 
 
-def parse_recipe(argv: list[str]) -> Recipe:
-    """Parse ``[RECIPE.yaml] [--key value ...]`` into a :class:`Recipe`, or raise :class:`RecipeError`."""
+def _drop_cli_key(overrides: list[str], key: str) -> list[str]:
+    """Remove ``--key [values...]`` from the override list."""
+    kept, skipping = [], False
+    for item in overrides:
+        if item.startswith("--"):
+            skipping = item[2:].split("=", 1)[0].replace("-", "_") == key
+        if not skipping:
+            kept.append(item)
+    return kept
+
+
+def _parse_collecting_type_errors(parser, content: dict[str, Any], overrides: list[str]):
+    """Parse into a namespace; each value of the wrong type or outside its choices is reported
+    and left out, and parsing goes on, so the user sees every such problem at once."""
+    problems: list[str] = []
+    original_defaults = {a.dest: a.default for a in parser._actions}
+    defaults = dict(content)
+    for _ in range(len(content) + len(overrides) + 1):
+        parser.set_defaults_with_config(**defaults)
+        try:
+            namespace, leftover = parser.parse_known_args(overrides)
+            return namespace, leftover, problems
+        except RecipeError as exc:
+            message = str(exc)
+            problems.append(_argparse_message(message))
+            match = re.search(r"argument --([\w.]+)", message)
+            key = match.group(1) if match else None
+            if key is not None and key in _cli_keys(overrides):
+                overrides = _drop_cli_key(overrides, key)
+            elif key is not None and key in defaults:
+                del defaults[key]
+                for action in parser._actions:
+                    if action.dest == key:
+                        action.default = original_defaults[key]
+            else:
+                return None, [], problems
+    return None, [], problems
+
+
+def _build_configs(parser, namespace) -> list[Any]:
+    """The dataclasses from a parsed namespace (as HfArgumentParser does), running their own checks."""
+    outputs = []
+    values = vars(namespace)
+    with warnings.catch_warnings():
+        # recipes.model_setup applies `pad_token` to the tokenizer itself, as TRL advises.
+        warnings.filterwarnings("ignore", message="`pad_token` is deprecated", category=FutureWarning)
+        for dtype in parser.dataclass_types:
+            names = {f.name for f in fields(dtype) if f.init}
+            outputs.append(dtype(**{k: v for k, v in values.items() if k in names}))
+    return outputs
+
+
+def invalid_choice_message(key: str, value: Any, choices: list[str]) -> str:
+    """Name the allowed values, or for long lists the closest few."""
+    if len(choices) <= 8:
+        allowed = f"choose from {', '.join(choices)}"
+    else:
+        close = difflib.get_close_matches(str(value), choices, n=3, cutoff=0.4)
+        allowed = (f"closest: {', '.join(close)}; " if close else "") + "`--help` lists all"
+    return f"`{key}`: invalid choice {value!r} ({allowed})."
+
+
+def parse_recipe(argv: list[str], check_environment: bool = True) -> Recipe:
+    """Parse ``[RECIPE.yaml] [--key value ...]`` into a :class:`Recipe`, or raise :class:`RecipeError`.
+
+    Every problem found is reported at once, numbered: unknown keys, values of the wrong type
+    or outside their choices, out-of-range values and combinations that cannot work
+    (``recipes.validate``). Nothing is loaded before the recipe is known to be sound.
+    ``check_environment=False`` skips the checks of this machine and its files (data
+    present, GPU present): for reading a recipe, or a finished run's recipe, anywhere.
+    """
     from plugins.base import load_plugin_classes
+    from recipes.validate import check_values
 
     path, overrides = split_recipe_argv(argv)
     content = load_recipe_file(path)
@@ -195,38 +271,30 @@ def parse_recipe(argv: list[str]) -> Recipe:
     plugin_configs = tuple(dict.fromkeys(c.config_class for c in plugin_classes if c.config_class))
     parser = _make_parser(plugin_configs)
     keys = valid_keys(parser)
-    unknown = [k for k in content if k not in keys]
-    if unknown:
-        raise RecipeError(
-            " ".join(f"recipe {path}: unknown key `{k}`.{closest_key_hint(str(k), keys)}" for k in unknown)
-        )
-    bad_choices = [
-        f"`{a.dest}`: invalid choice: {content[a.dest]!r} (choose from {', '.join(map(repr, a.choices))})."
-        for a in parser._actions
+
+    problems = [f"unknown key `{k}` in the recipe.{closest_key_hint(str(k), keys)}" for k in content if k not in keys]
+    content = {k: v for k, v in content.items() if k in keys}
+    problems += [
+        invalid_choice_message(a.dest, content[a.dest], [str(c) for c in a.choices])
+        for a in parser._actions  # argparse checks the choices of command-line values only, not of defaults
         if a.choices and a.dest in content and str(to_plain(content[a.dest])) not in map(str, a.choices)
     ]
-    if bad_choices:  # argparse checks choices of command-line values only, not of defaults
-        raise RecipeError(f"recipe {path}: " + " ".join(bad_choices))
-    parser.set_defaults_with_config(**content)
+    content = {k: v for k, v in content.items() if not any(f"`{k}`: invalid choice" in p for p in problems)}
+    namespace, leftover, type_problems = _parse_collecting_type_errors(parser, content, overrides)
+    problems += type_problems
+    problems += [
+        f"unknown key `{f.lstrip('-')}` on the command line.{closest_key_hint(f.lstrip('-').split('=')[0], keys)}"
+        for f in ([s for s in leftover if s.startswith("--")] or leftover)
+    ]
+    if namespace is not None:
+        problems += check_values(vars(namespace), check_environment)
+    if problems:
+        raise RecipeError(format_problems(path, problems))
     try:
-        with warnings.catch_warnings():
-            # recipes.model_setup applies `pad_token` to the tokenizer itself, as TRL advises.
-            warnings.filterwarnings("ignore", message="`pad_token` is deprecated", category=FutureWarning)
-            recipe_args, training_args, model_args, *plugin_values, leftover = parser.parse_args_into_dataclasses(
-                args=overrides, return_remaining_strings=True
-            )
-    except RecipeError as exc:  # from argparse: a value of the wrong type or not among the choices
-        raise RecipeError(f"recipe {path} (with its command-line overrides): {_argparse_message(str(exc))}") from None
-    except (ValueError, TypeError) as exc:  # from the configs' own checks in __post_init__
-        raise RecipeError(f"recipe {path} (with its command-line overrides): {explain_config_error(str(exc))}") from None
-    if leftover:
-        flags = [s for s in leftover if s.startswith("--")] or leftover
-        raise RecipeError(
-            " ".join(
-                f"command line: unknown key `{f.lstrip('-')}`.{closest_key_hint(f.lstrip('-').split('=')[0], keys)}"
-                for f in flags
-            )
-        )
+        recipe_args, training_args, model_args, *plugin_values = _build_configs(parser, namespace)
+    except (ValueError, TypeError) as exc:  # the configs' own checks, in __post_init__
+        raise RecipeError(format_problems(path, [explain_config_error(str(exc))])) from None
+
     resolved: dict[str, Any] = {}
     for key in list(content) + [k for k in _cli_keys(overrides) if k not in content]:
         for config in (recipe_args, training_args, model_args, *plugin_values):
@@ -241,3 +309,11 @@ def parse_recipe(argv: list[str]) -> Recipe:
     for plugin in plugins:
         plugin.on_recipe_parsed(recipe)
     return recipe
+
+
+def format_problems(path: Path, problems: list[str]) -> str:
+    """One problem: one sentence. Several: a numbered list, so each can be fixed in one pass."""
+    if len(problems) == 1:
+        return f"recipe {path} (with its command-line overrides): {problems[0]}"
+    listed = "\n".join(f"  {i}. {p}" for i, p in enumerate(problems, 1))
+    return f"recipe {path} (with its command-line overrides) has {len(problems)} problems:\n{listed}"

@@ -52,6 +52,7 @@ class TruncationReport:
     examples: int
     max_length: int | None
     longest_tokens: int
+    longest_prompt_tokens: int
     answers_cut: int  # examples that lose the end of their answer (or its EOS)
     left_out: int  # examples with no answer token left: not trained or evaluated on
 
@@ -108,6 +109,7 @@ def audit_truncation(dataset, tokenizer, max_length: int | None, split: str, tru
         examples=len(spans),
         max_length=limit,
         longest_tokens=max(t for _, t in spans),
+        longest_prompt_tokens=max(p for p, _ in spans),
         answers_cut=sum(1 for p, t in spans if limit and t > limit and limit > p),
         left_out=len(spans) - len(keep),
     )

@@ -44,10 +44,12 @@ def load_datasets(recipe: Recipe, tokenizer):
     datasets, reports = {}, []
     for role, split in splits.items():
         dataset, report = audit_truncation(load_split(recipe.recipe.data_dir, split), tokenizer, args.max_length, split, truncates)
-        if len(dataset) == 0:
+        if report.left_out * 2 > report.examples:
             raise RecipeError(
-                f"every example of {split} is longer in its prompt alone than max_length={args.max_length}, "
-                "so none has an answer token to learn from. Raise `max_length`."
+                f"`max_length` {args.max_length} is too short for the prompts: {report.left_out} of "
+                f"{report.examples} {split} examples have prompts that fill it, leaving no answer token to learn "
+                f"from. Raise max_length (the longest prompt is {report.longest_prompt_tokens} tokens; "
+                f"the longest example {report.longest_tokens})."
             )
         datasets[role] = dataset
         reports.append(report)

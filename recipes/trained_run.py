@@ -21,7 +21,8 @@ def load_run_recipe(run_dir: str | Path, *overrides: str) -> Recipe:
             f"{run} is not a finished run: it lacks adapter_config.json or recipe.yaml. Pass the output_dir "
             "of a run of `recipes.run` (where the adapter was saved)."
         )
-    return parse_recipe([str(run / "recipe.yaml"), *overrides])
+    # The run's own files and this machine are checked where they are used (loading the model).
+    return parse_recipe([str(run / "recipe.yaml"), *overrides], check_environment=False)
 
 
 def load_run_tokenizer(run_dir: str | Path):

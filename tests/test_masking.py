@@ -100,9 +100,9 @@ def test_packed_documents_keep_their_masks(tmp_path, tiny_model_dir, tiny_tokeni
 def test_truncation_without_answer_tokens_is_counted_and_left_out(tmp_path, tiny_model_dir, tiny_tokenizer, fiqa_jsonl_dir):
     records = source_records(fiqa_jsonl_dir)
     prompt_lengths = [len(tiny_tokenizer(r["prompt"])["input_ids"]) for r in records]
-    limit = sorted(prompt_lengths)[len(prompt_lengths) // 2]  # half the prompts alone reach it
+    limit = max(prompt_lengths)  # the longest prompts alone fill it
     expected_left_out = sum(p >= limit for p in prompt_lengths)
-    assert 0 < expected_left_out < len(records)
+    assert 0 < expected_left_out < len(records) / 2
 
     trainer, reports = build_trainer(make_recipe(tmp_path, tiny_model_dir, fiqa_jsonl_dir, "--max_length", str(limit)))
     train_report = next(r for r in reports if r.split == "train")
@@ -112,6 +112,16 @@ def test_truncation_without_answer_tokens_is_counted_and_left_out(tmp_path, tiny
     assert f"{expected_left_out} keep no answer token and are left out" in train_report.describe()
     for row in trainer.train_dataset:
         assert len(row["input_ids"]) <= limit and any(label != -100 for label in row["labels"])
+
+
+def test_max_length_too_short_for_most_prompts_is_refused(tmp_path, tiny_model_dir, tiny_tokenizer, fiqa_jsonl_dir):
+    from recipes.errors import RecipeError
+
+    records = source_records(fiqa_jsonl_dir)
+    shortest_prompt = min(len(tiny_tokenizer(r["prompt"])["input_ids"]) for r in records)
+    recipe = make_recipe(tmp_path, tiny_model_dir, fiqa_jsonl_dir, "--max_length", str(shortest_prompt))
+    with pytest.raises(RecipeError, match=r"`max_length` \d+ is too short for the prompts: 38 of 38 train examples"):
+        build_trainer(recipe)
 
 
 def test_chat_format_masks_everything_before_the_assistant_turn(tmp_path, tiny_model_dir, tiny_tokenizer, fiqa_csv_dir):

@@ -24,8 +24,11 @@ def write_recipe(tmp_path: Path, text: str) -> str:
 
 
 def test_command_line_overrides_recipe_values(tmp_path):
-    path = write_recipe(tmp_path, "learning_rate: 2.0e-4\nlora_r: 8\npacking: false\nbf16: false\ndata_dir: a\n")
-    recipe = parse_recipe([path, "--learning_rate", "1e-3", "--packing", "true", "--data_dir", "b", "--max_length", "64"])
+    path = write_recipe(tmp_path, "model_name_or_path: m\nlearning_rate: 2.0e-4\nlora_r: 8\npacking: false\nbf16: false\ndata_dir: a\n")
+    recipe = parse_recipe(
+        [path, "--learning_rate", "1e-3", "--packing", "true", "--data_dir", "b", "--max_length", "64"],
+        check_environment=False,
+    )
     assert recipe.training.learning_rate == 1e-3
     assert recipe.training.packing is True
     assert recipe.training.max_length == 64
@@ -37,27 +40,84 @@ def test_command_line_overrides_recipe_values(tmp_path):
 
 def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
     # PyYAML reads `2e-4` as a string; the parser converts it like a command-line value.
-    recipe = parse_recipe([write_recipe(tmp_path, "learning_rate: 2e-4\nbf16: false\n")])
+    recipe = parse_recipe([write_recipe(tmp_path, "model_name_or_path: m\nlearning_rate: 2e-4\nbf16: false\n")], check_environment=False)
     assert recipe.training.learning_rate == pytest.approx(2e-4)
 
 
-@pytest.mark.parametrize(
-    ("text", "argv", "expected"),
-    [
-        ("learnig_rate: 1.0e-4\n", [], "unknown key `learnig_rate`. Did you mean `learning_rate`?"),
-        ("bf16: false\n", ["--lora_alhpa", "4"], "command line: unknown key `lora_alhpa`. Did you mean `lora_alpha`?"),
-        ("evaluation_strategy: steps\n", [], "Did you mean `eval_strategy`?"),
-        ("max_seq_length: 512\n", [], "Did you mean `max_length`?"),
-        ("bf16: false\n", ["--learning_rate", "fast"], "`learning_rate`: invalid float value: 'fast'"),
-        ("bf16: false\neval_strategy: sometimes\n", [], "`eval_strategy`: invalid choice: 'sometimes'"),
-        ("- a\n- b\n", [], "must be a mapping of `key: value` lines"),
-        ("a: [\n", [], "is not valid YAML"),
-    ],
-)
-def test_bad_recipes_raise_a_recipe_error_naming_the_problem(tmp_path, text, argv, expected):
+GOOD = "model_name_or_path: m\nbf16: false\n"
+
+# Each row: a bad recipe (YAML text + command-line overrides) and the message that must name it.
+BAD_RECIPES = [
+    ("misspelt key", GOOD + "learnig_rate: 1.0e-4\n", [], "unknown key `learnig_rate` in the recipe. Did you mean `learning_rate`?"),
+    ("misspelt override", GOOD, ["--lora_alhpa", "4"], "unknown key `lora_alhpa` on the command line. Did you mean `lora_alpha`?"),
+    ("key removed from TRL", GOOD + "evaluation_strategy: steps\n", [], "Did you mean `eval_strategy`?"),
+    ("key renamed in TRL", GOOD + "max_seq_length: 512\n", [], "Did you mean `max_length`?"),
+    ("wrong type (override)", GOOD, ["--learning_rate", "fast"], "`learning_rate`: invalid float value: 'fast'"),
+    ("wrong type (recipe)", GOOD + "num_train_epochs: many\n", [], "`num_train_epochs`: invalid float value: 'many'"),
+    ("bad choice", GOOD + "eval_strategy: sometimes\n", [], "`eval_strategy`: invalid choice 'sometimes' (choose from no, steps, epoch)"),
+    ("bad choice, long list", GOOD + "lr_scheduler_type: cosin\n", [], "invalid choice 'cosin' (closest: cosine"),
+    ("learning rate out of range", GOOD + "learning_rate: 3\n", [], "`learning_rate` is 3: use a value in (0, 1)"),
+    ("zero batch", GOOD, ["--per_device_train_batch_size", "0"], "`per_device_train_batch_size` is 0: it must be at least 1"),
+    ("LoRA rank zero", GOOD + "lora_r: 0\n", [], "`lora_r` is 0: the LoRA rank must be at least 1"),
+    ("dropout out of range", GOOD + "lora_dropout: 1.5\n", [], "`lora_dropout` is 1.5: use a value in [0, 1)"),
+    ("nothing to train", GOOD + "num_train_epochs: 0\n", [], "nothing to train"),
+    ("packing without max_length", GOOD + "packing: true\n", ["--max_length", "None"], "`packing: true` needs `max_length`"),
+    ("4 and 8 bit", GOOD + "load_in_4bit: true\nload_in_8bit: true\n", [], "`load_in_4bit` and `load_in_8bit` are both on"),
+    ("best model without evaluation", GOOD + "load_best_model_at_end: true\n", [],
+     "`load_best_model_at_end: true` needs evaluation to choose the best checkpoint"),
+    ("best model, schedules differ", GOOD + "load_best_model_at_end: true\neval_strategy: steps\nsave_strategy: epoch\n", [],
+     "`save_strategy` is epoch and `eval_strategy` is steps"),
+    ("best model, steps misaligned", GOOD + "load_best_model_at_end: true\neval_strategy: steps\neval_steps: 10\nsave_steps: 15\n", [],
+     "`save_steps` (15) is not a multiple of `eval_steps` (10)"),
+    ("no model", "bf16: false\n", [], "`model_name_or_path` is not set"),
+    ("not a mapping", "- a\n- b\n", [], "must be a mapping of `key: value` lines"),
+    ("not YAML", "a: [\n", [], "is not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("kind", "text", "argv", "expected"), BAD_RECIPES, ids=[row[0] for row in BAD_RECIPES])
+def test_bad_recipes_raise_a_recipe_error_naming_the_problem(tmp_path, kind, text, argv, expected):
     with pytest.raises(RecipeError) as info:
-        parse_recipe([write_recipe(tmp_path, text), *argv])
+        parse_recipe([write_recipe(tmp_path, text), *argv], check_environment=False)
     assert expected in str(info.value)
+
+
+ENVIRONMENT_PROBLEMS = [
+    ("missing training data", ["--data_dir", "{tmp}/none"], "python -m preprocess.fiqa --out {tmp}/none"),
+    ("evaluation without evaluation data", ["--data_dir", "{tmp}/train-only", "--eval_strategy", "steps"],
+     "evaluation is on (`eval_strategy: steps`) but the evaluation data"),
+    ("resume from a missing checkpoint", ["--data_dir", "{tmp}/train-only", "--resume_from_checkpoint", "{tmp}/ckpt-9"],
+     "is not a folder"),
+    ("4-bit without a GPU", ["--data_dir", "{tmp}/train-only", "--load_in_4bit", "true"],
+     "bitsandbytes quantization (load_in_4bit / load_in_8bit)"),
+    ("bf16 without a GPU", ["--data_dir", "{tmp}/train-only", "--bf16", "true"], "bf16 mixed precision, which needs a CUDA GPU"),
+]
+
+
+@pytest.mark.parametrize(("kind", "argv", "expected"), ENVIRONMENT_PROBLEMS, ids=[row[0] for row in ENVIRONMENT_PROBLEMS])
+def test_recipes_that_cannot_run_here_are_refused_before_loading(tmp_path, kind, argv, expected):
+    import torch
+
+    if "GPU" in kind and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")  # CI and the dev machines have none
+    (tmp_path / "train-only").mkdir()
+    (tmp_path / "train-only" / "train.jsonl").write_text('{"prompt": "p", "completion": " c"}\n')
+    path = write_recipe(tmp_path, GOOD)
+    with pytest.raises(RecipeError) as info:
+        parse_recipe([path, *[a.format(tmp=tmp_path) for a in argv]])
+    assert expected.format(tmp=tmp_path) in str(info.value)
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    text = GOOD + "learnig_rate: 1\nlora_r: 0\nnum_train_epochs: many\neval_strategy: sometimes\n"
+    with pytest.raises(RecipeError) as info:
+        parse_recipe([write_recipe(tmp_path, text), "--per_device_train_batch_size", "0", "--lora_alhpa", "2"],
+                     check_environment=False)
+    message = str(info.value)
+    assert "has 6 problems" in message
+    for expected in ("`learnig_rate`", "`lora_r` is 0", "`num_train_epochs`: invalid", "`eval_strategy`: invalid",
+                     "`per_device_train_batch_size` is 0", "`lora_alhpa`"):
+        assert expected in message
 
 
 def test_missing_recipe_file(tmp_path):
@@ -101,11 +161,12 @@ def test_gpu_recipe_on_a_cpu_machine_says_what_to_do(capsys):
 def test_qlora_on_cpu_is_refused_before_loading(tmp_path, capsys):
     argv = [str(RECIPES / "nemotron_fiqa_qlora.yaml"), *ON_CPU, "--bf16", "false", "--output_dir", str(tmp_path)]
     assert main(argv) == 2
-    assert "bitsandbytes quantization" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "bitsandbytes quantization" in err and "python -m preprocess.fiqa --out data/fiqa" in err
 
 
 def test_qlora_recipe_settings():
-    recipe = parse_recipe([str(RECIPES / "nemotron_fiqa_qlora.yaml"), *ON_CPU])
+    recipe = parse_recipe([str(RECIPES / "nemotron_fiqa_qlora.yaml"), *ON_CPU], check_environment=False)
     model, args = recipe.model, recipe.training
     assert model.model_name_or_path == "nvidia/Llama-3.1-Nemotron-Nano-8B-v1"
     assert model.load_in_4bit and model.bnb_4bit_quant_type == "nf4" and model.use_bnb_nested_quant
@@ -124,8 +185,8 @@ def test_qlora_recipe_settings():
 
 
 def test_lora_recipe_differs_only_where_it_should():
-    qlora = parse_recipe([str(RECIPES / "nemotron_fiqa_qlora.yaml"), *ON_CPU]).resolved
-    lora = parse_recipe([str(RECIPES / "nemotron_fiqa_lora.yaml"), *ON_CPU]).resolved
+    qlora = parse_recipe([str(RECIPES / "nemotron_fiqa_qlora.yaml"), *ON_CPU], check_environment=False).resolved
+    lora = parse_recipe([str(RECIPES / "nemotron_fiqa_lora.yaml"), *ON_CPU], check_environment=False).resolved
     assert lora["lora_target_modules"] == ["q_proj", "k_proj", "v_proj"]
     assert "load_in_4bit" not in lora
     differing = {k for k in qlora.keys() | lora.keys() if qlora.get(k) != lora.get(k)}
@@ -158,7 +219,7 @@ def test_recipe_lora_trains_the_documented_parameter_count(recipe_file, trainabl
 
     from recipes.model_setup import build_peft_and_quantization
 
-    recipe = parse_recipe([str(RECIPES / recipe_file), *ON_CPU])
+    recipe = parse_recipe([str(RECIPES / recipe_file), *ON_CPU], check_environment=False)
     peft_config, _ = build_peft_and_quantization(recipe.model)
     model = get_peft_model(nemotron_shaped_meta_model(), peft_config)
     count, total = model.get_nb_trainable_parameters()
