@@ -49,6 +49,10 @@ class RecipeArguments:
     recipe_name: str | None = field(
         default=None, metadata={"help": "Name used in logs and plot titles; defaults to the recipe file's stem."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace a finished run in output_dir (its checkpoints are deleted first)."},
+    )
     plugins: list[str] = field(
         default_factory=list,
         metadata={"help": "Plugins by dotted path, e.g. plugins.loss_curves.LossCurves (see plugins/base.py)."},

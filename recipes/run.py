@@ -17,8 +17,11 @@ import yaml
 
 from preprocess.atomic_io import atomic_write_text
 from recipes.config import Recipe, parse_recipe
-from recipes.errors import RecipeError
-from recipes.data import audit_truncation, load_split
+from recipes.checkpoints import clear_finished_run, is_finished_run, newest_complete_checkpoint, resolve_resume
+from recipes.errors import RecipeError, RunStopped
+from recipes.guards import PREEMPTED_EXIT_CODE, NonFiniteLossGuard, PreemptionCallback
+from recipes.provenance import RunManifest
+from recipes.data import audit_truncation, load_split, split_path
 from recipes.model_setup import build_peft_and_quantization, check_accelerator, load_tokenizer, model_init_kwargs
 
 
@@ -62,6 +65,8 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
 
     model_args, args = recipe.model, recipe.training
     check_accelerator(model_args, args)
+    if recipe.recipe.overwrite_output_dir and is_finished_run(args.output_dir):
+        clear_finished_run(args.output_dir)
     prepare_assets(recipe)
     tokenizer = load_tokenizer(model_args, args)
     datasets, reports = load_datasets(recipe, tokenizer)
@@ -72,6 +77,8 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         for plugin in sorted(recipe.plugins, key=lambda p: p.order)
         for callback in plugin.callbacks(recipe)
     ]
+    args.logging_nan_inf_filter = False  # log a NaN as NaN: the guard below stops on it
+    guards = [PreemptionCallback(), NonFiniteLossGuard()]
     trainer = SFTTrainer(
         model=model_args.model_name_or_path,
         args=args,
@@ -80,8 +87,9 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         processing_class=tokenizer,
         peft_config=peft_config,
         quantization_config=quantization_config,
-        callbacks=[*plugin_callbacks, *(callbacks or [])],
+        callbacks=[*guards, *plugin_callbacks, *(callbacks or [])],
     )
+    guards[1].trainer = trainer
     for plugin in recipe.plugins:
         plugin.on_trainer_ready(trainer, recipe)
     return trainer, reports
@@ -125,22 +133,63 @@ def save_run(trainer, recipe: Recipe, reports, train_metrics: dict, eval_metrics
         atomic_write_text(out / "data_report.json", json.dumps([r.as_dict() for r in reports], indent=2) + "\n")
 
 
+def _guard(trainer, kind):
+    return next(c for c in trainer.callback_handler.callbacks if isinstance(c, kind))
+
+
 def run_training(trainer, recipe: Recipe, reports) -> dict:
-    """Train a built trainer, evaluate the kept (best) model, save the run; returns the metrics."""
+    """Train a built trainer, evaluate the kept (best) model, save the run; returns the metrics.
+
+    Raises :class:`RunStopped` after a preemption (checkpoint saved) or a non-finite loss
+    (nothing saved after the last good checkpoint).
+    """
     say = trainer.accelerator.print
+    args = recipe.training
     say(f"recipe {recipe.name}: {recipe.path}")
     for report in reports:
         say(f"data {report.describe()}")
     say(trainable_parameters_line(trainer.model))
-    say(batch_line(recipe.training))
-    result = trainer.train(resume_from_checkpoint=recipe.training.resume_from_checkpoint)
+    say(batch_line(args))
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    if args.resume_from_checkpoint == "auto":
+        say(f"resuming from {resume}" if resume else f"no complete checkpoint in {args.output_dir}: starting fresh")
+    manifest = RunManifest(recipe, {r.split: split_path(recipe.recipe.data_dir, r.split) for r in reports})
+    if trainer.is_world_process_zero():
+        manifest.write(resumed_from=resume)
+
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    nan_guard, preemption = _guard(trainer, NonFiniteLossGuard), _guard(trainer, PreemptionCallback)
+    if nan_guard.tripped_at_step is not None:
+        last_good = newest_complete_checkpoint(args.output_dir)
+        if trainer.is_world_process_zero():
+            manifest.finish("stopped: non-finite loss", stopped_at_step=nan_guard.tripped_at_step)
+        raise RunStopped(
+            f"the training loss became NaN or infinite at step {nan_guard.tripped_at_step}, so training stopped "
+            f"and saved nothing after it. The last good checkpoint is {last_good or '(none yet)'}. Lower "
+            "`learning_rate`, keep `max_grad_norm` at 1.0, check the data, then rerun (with "
+            "`resume_from_checkpoint: auto` it continues from that checkpoint).",
+            exit_code=3,
+        )
+    if preemption.stopped_at_step is not None:
+        checkpoint = newest_complete_checkpoint(args.output_dir)
+        if trainer.is_world_process_zero():
+            manifest.finish("preempted", stopped_at_step=preemption.stopped_at_step)
+        raise RunStopped(
+            f"SIGTERM received: stopped at step {preemption.stopped_at_step} and saved {checkpoint}. Rerun the same "
+            "command with `resume_from_checkpoint: auto` to continue.",
+            exit_code=PREEMPTED_EXIT_CODE,
+        )
+
     eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else None
     save_run(trainer, recipe, reports, result.metrics, eval_metrics)
     metrics = {**result.metrics, **(eval_metrics or {})}
     for plugin in recipe.plugins:
         plugin.on_train_end(trainer, recipe, metrics)
+    if trainer.is_world_process_zero():
+        manifest.finish("finished", metrics=metrics, best_checkpoint=trainer.state.best_model_checkpoint)
     best = trainer.state.best_model_checkpoint
-    say(f"adapter saved to {recipe.training.output_dir}" + (f" (best checkpoint: {best})" if best else ""))
+    say(f"adapter saved to {args.output_dir}" + (f" (best checkpoint: {best})" if best else ""))
     return metrics
 
 
@@ -158,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunStopped as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
     return 0
 
 

@@ -85,12 +85,30 @@ def check_combinations(v: dict[str, Any]) -> list[str]:
     return problems
 
 
-def check_files(v: dict[str, Any]) -> list[str]:
-    if v.get("build_smoke_assets"):
-        return []  # built on demand
-    from recipes.data import preprocess_hint, split_path
+def check_output_dir(v: dict[str, Any]) -> list[str]:
+    from recipes.checkpoints import is_finished_run
 
     problems = []
+    if v["output_dir"] and is_finished_run(v["output_dir"]) and not v["overwrite_output_dir"]:
+        problems.append(
+            f"`output_dir` {v['output_dir']} holds a finished run. Choose another output_dir, or set "
+            "`overwrite_output_dir: true` (or --overwrite_output_dir true) to replace it."
+        )
+    resume = v.get("resume_from_checkpoint")
+    if resume and resume != "auto" and not Path(resume).is_dir():
+        problems.append(
+            f"`resume_from_checkpoint` {resume} is not a folder. Give a checkpoint-N folder of the run, or `auto` "
+            "for the newest complete one in output_dir."
+        )
+    return problems
+
+
+def check_files(v: dict[str, Any]) -> list[str]:
+    problems = check_output_dir(v)
+    if v.get("build_smoke_assets"):
+        return problems  # the data is built on demand
+    from recipes.data import preprocess_hint, split_path
+
     data_dir = v["data_dir"]
     train_file = split_path(data_dir, v["train_split"])
     if not train_file.is_file():
@@ -106,12 +124,6 @@ def check_files(v: dict[str, Any]) -> list[str]:
                 f"{eval_file or '(no eval_split)'} does not exist. Preprocess it, set `eval_split`, or set "
                 "`eval_strategy: no` (and `load_best_model_at_end: false`)."
             )
-    resume = v.get("resume_from_checkpoint")
-    if resume and resume != "auto" and not Path(resume).is_dir():
-        problems.append(
-            f"`resume_from_checkpoint` {resume} is not a folder. Give a checkpoint-N folder of the run, or `auto` "
-            "for the newest complete one in output_dir."
-        )
     return problems
 
 

@@ -1,0 +1,70 @@
+"""Callbacks that protect a long GPU job: preemption (SIGTERM) and a non-finite loss.
+
+- SIGTERM, as schedulers send before preempting, asks the trainer to save a checkpoint
+  at the end of the current step and stop; the run then exits cleanly (status 143) and
+  the same command with ``resume_from_checkpoint: auto`` continues from there.
+- A NaN or infinite training loss stops training before any checkpoint of the broken
+  weights is written, so the newest checkpoint is the last good one.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+
+from transformers import TrainerCallback
+
+PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
+
+
+class PreemptionCallback(TrainerCallback):
+    """On SIGTERM: checkpoint at the end of the current optimizer step, then stop."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.stopped_at_step: int | None = None
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        try:
+            signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. a notebook worker): leave the default
+            pass
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_at_step = state.global_step
+
+    def on_train_end(self, args, state, control, **kwargs):
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:
+            pass
+
+
+class NonFiniteLossGuard(TrainerCallback):
+    """Stop at the first optimizer step whose loss is NaN or infinite, saving nothing after it.
+
+    The trainer keeps the running loss since the last log on the device (``_tr_loss``);
+    once a NaN enters it, it stays NaN, so checking it at each step end catches the step.
+    """
+
+    def __init__(self) -> None:
+        self.trainer = None
+        self.tripped_at_step: int | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        running = getattr(self.trainer, "_tr_loss", None)
+        if running is None:
+            return
+        value = float(running.detach().sum().item())
+        if not math.isfinite(value):
+            self.tripped_at_step = state.global_step
+            control.should_save = False
+            control.should_evaluate = False
+            control.should_log = False
+            control.should_training_stop = True

@@ -1,0 +1,103 @@
+"""``run_manifest.json``: what produced a run, so a result can be trusted and reproduced.
+
+Written when training starts (status ``running``) and rewritten when it ends
+(``finished``, ``preempted`` or ``stopped: non-finite loss``), atomically, by the main
+process: the resolved recipe, package versions, the git commit of this project, sha256 of
+the data files, the hardware, and start and end times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from preprocess.atomic_io import atomic_write_text
+
+from recipes.checkpoints import MANIFEST_NAME
+PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "tokenizers")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state(root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hardware(world_size: int) -> dict[str, Any]:
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {
+        "gpus": gpus,
+        "cuda": torch.version.cuda,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "world_size": world_size,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+class RunManifest:
+    """Holds the manifest of one run and rewrites it as the run progresses."""
+
+    def __init__(self, recipe, data_files: dict[str, Path]) -> None:
+        self.path = Path(recipe.training.output_dir) / MANIFEST_NAME
+        self.content: dict[str, Any] = {
+            "recipe_name": recipe.name,
+            "recipe_path": str(recipe.path),
+            "command": sys.argv,
+            "recipe": recipe.resolved,
+            "packages": package_versions(),
+            "git": git_state(),
+            "data": {role: {"path": str(p), "sha256": sha256_of(p)} for role, p in data_files.items() if p.is_file()},
+            "hardware": hardware(recipe.training.world_size),
+            "started_at": now(),
+            "ended_at": None,
+            "status": "running",
+        }
+
+    def write(self, **updates: Any) -> None:
+        self.content.update(updates)
+        atomic_write_text(self.path, json.dumps(self.content, indent=2, default=str) + "\n")
+
+    def finish(self, status: str, **extra: Any) -> None:
+        self.write(status=status, ended_at=now(), **extra)

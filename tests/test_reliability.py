@@ -1,0 +1,186 @@
+"""Interruption and guards: kill -9 then the same command, SIGTERM, a NaN loss, the overwrite
+guard, and the provenance manifest. Each fault is injected by a user plugin at a chosen step."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from recipes.config import parse_recipe
+from recipes.errors import RecipeError
+from tests.conftest import REPO_ROOT
+
+SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
+
+FAULTS = textwrap.dedent(
+    '''
+    """Faults injected once at a given step (a marker file makes the rerun of the same command clean)."""
+    import math
+    import os
+    import signal
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    from transformers import TrainerCallback
+
+    from plugins.base import RecipePlugin
+
+
+    @dataclass
+    class FaultConfig:
+        fault: str = "kill"     # kill (SIGKILL), term (SIGTERM) or nan (poison a LoRA weight)
+        fault_step: int = 25
+        fault_marker: str = "fault.done"
+
+
+    class _Fault(TrainerCallback):
+        def __init__(self, config, trainer_ref):
+            self.config, self.trainer_ref = config, trainer_ref
+
+        def on_step_end(self, args, state, control, **kwargs):
+            marker = Path(self.config.fault_marker)
+            if state.global_step != self.config.fault_step or marker.exists():
+                return
+            marker.write_text("done")
+            if self.config.fault == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif self.config.fault == "term":
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                model = self.trainer_ref[0].model
+                weight = next(p for n, p in model.named_parameters() if "lora_A" in n)
+                weight.data.fill_(math.nan)
+
+
+    class Fault(RecipePlugin):
+        config_class = FaultConfig
+
+        def __init__(self, config=None):
+            super().__init__(config)
+            self.trainer_ref = []
+
+        def callbacks(self, recipe):
+            return [_Fault(self.config, self.trainer_ref)]
+
+        def on_trainer_ready(self, trainer, recipe):
+            self.trainer_ref.append(trainer)
+    '''
+)
+PLUGINS = ["plugins.throughput.Throughput", "plugins.loss_curves.LossCurves", "faults.Fault"]
+
+
+def run_smoke(work: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(work)])}
+    return subprocess.run([sys.executable, "-m", "recipes.run", SMOKE, "--plugins", *PLUGINS, *args],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
+
+
+def train_steps(run: Path) -> list[int]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if r["kind"] == "train"]
+
+
+@pytest.fixture
+def work(tmp_path) -> Path:
+    (tmp_path / "faults.py").write_text(FAULTS)
+    return tmp_path
+
+
+def test_kill_9_then_the_same_command_resumes_and_finishes(work):
+    command = ["--fault", "kill", "--fault_step", "25"]
+    killed = run_smoke(work, *command)
+    assert killed.returncode == -signal.SIGKILL
+    run = work / "runs" / "smoke"
+    assert json.loads((run / "run_manifest.json").read_text())["status"] == "running"
+
+    again = run_smoke(work, *command)  # the very same command
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from {Path('runs/smoke/checkpoint-20')}" in again.stdout
+    assert train_steps(run) == list(range(2, 61, 2))  # each logged step once
+    state = json.loads((run / "trainer_state.json").read_text())
+    assert state["global_step"] == 60
+    manifest = json.loads((run / "run_manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["resumed_from"].endswith("checkpoint-20")
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(work):
+    command = ["--fault", "term", "--fault_step", "25"]
+    stopped = run_smoke(work, *command)
+    assert stopped.returncode == 143
+    # The signal lands at the end of step 25, after the preemption check of that step: the
+    # run stops at the end of the next step, as it would for a signal arriving mid-step.
+    assert "SIGTERM received: stopped at step 26" in stopped.stderr and "Traceback" not in stopped.stderr
+    run = work / "runs" / "smoke"
+    assert (run / "checkpoint-26" / "adapter_model.safetensors").is_file()
+    assert (run / "checkpoint-26" / "trainer_state.json").is_file()
+    assert json.loads((run / "run_manifest.json").read_text())["status"] == "preempted"
+
+    resumed = run_smoke(work, *command)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout and "checkpoint-26" in resumed.stdout
+    assert train_steps(run) == list(range(2, 61, 2))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(work):
+    stopped = run_smoke(work, "--fault", "nan", "--fault_step", "13")
+    assert stopped.returncode == 3, stopped.stderr[-3000:]
+    assert "the training loss became NaN or infinite at step 14" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    run = work / "runs" / "smoke"
+    assert "checkpoint-10" in stopped.stderr
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-10"]  # nothing saved after the NaN
+    assert not (run / "adapter_model.safetensors").exists()  # no final adapter from broken weights
+    assert json.loads((run / "run_manifest.json").read_text())["status"] == "stopped: non-finite loss"
+    assert all(r <= 12 for r in train_steps(run))
+
+
+def test_a_finished_run_is_not_overwritten_unless_asked(tmp_path):
+    run = tmp_path / "finished"
+    run.mkdir()
+    (run / "run_manifest.json").write_text(json.dumps({"status": "finished"}))
+    (run / "checkpoint-5").mkdir()
+    with pytest.raises(RecipeError, match="holds a finished run.*overwrite_output_dir: true"):
+        parse_recipe([SMOKE, "--output_dir", str(run), "--overwrite_output_dir", "false"])
+    recipe = parse_recipe([SMOKE, "--output_dir", str(run), "--overwrite_output_dir", "true"])
+    assert recipe.recipe.overwrite_output_dir is True
+
+
+def test_resume_auto_picks_the_newest_complete_checkpoint(tmp_path):
+    from recipes.checkpoints import resolve_resume
+
+    for step, complete in ((10, True), (20, True), (30, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"x")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert resolve_resume("auto", tmp_path) == str(tmp_path / "checkpoint-20")  # 30 was cut short
+    assert resolve_resume("auto", tmp_path / "empty") is None
+    assert resolve_resume(None, tmp_path) is None
+    assert resolve_resume(str(tmp_path / "checkpoint-10"), tmp_path) == str(tmp_path / "checkpoint-10")
+
+
+def test_run_manifest_records_provenance(work):
+    finished = run_smoke(work, "--fault", "kill", "--fault_step", "999")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    run = work / "runs" / "smoke"
+    manifest = json.loads((run / "run_manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["started_at"] <= manifest["ended_at"]
+    assert manifest["recipe"]["learning_rate"] == 0.01 and manifest["recipe_name"] == "smoke"
+    from importlib.metadata import version
+
+    assert manifest["packages"]["trl"] == version("trl") and manifest["packages"]["torch"] == version("torch")
+    train_file = work / "runs" / "smoke-assets" / "fiqa" / "train.jsonl"
+    assert manifest["data"]["train"]["sha256"] == hashlib.sha256(train_file.read_bytes()).hexdigest()
+    assert manifest["hardware"]["world_size"] == 1 and manifest["hardware"]["cpu_count"] >= 1
+    assert "commit" in manifest["git"]
+    assert manifest["metrics"]["eval_loss"] > 0
