@@ -22,6 +22,11 @@ REQUIRED_COLUMNS = ("question", "ground_truths")
 
 BadRowPolicy = Literal["error", "skip"]
 
+# Far beyond any real FiQA row (longest answer ~25k characters): a field this long is a
+# broken row, such as an unclosed quote that swallowed the rest of the file.
+MAX_QUESTION_CHARS = 5_000
+MAX_ANSWER_CHARS = 200_000
+
 # FiQA answers run to tens of kilobytes; the csv module's default field limit is 128 KiB.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -55,11 +60,20 @@ def parse_ground_truths(raw: str) -> list[str]:
     return value
 
 
+def _has_undecodable_bytes(text: str) -> bool:
+    """Bytes that were not UTF-8 arrive as lone surrogates (errors='surrogateescape')."""
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
 def row_problem(row: dict) -> tuple[str, str | None]:
     """Return ``(reason, answer)``: reason is '' for a usable row, else a short label."""
+    if any(_has_undecodable_bytes(v) for v in row.values() if isinstance(v, str)):
+        return "non-UTF-8 bytes", None
     question = row.get("question")
     if question is None or not question.strip():
         return "empty question", None
+    if len(question) > MAX_QUESTION_CHARS:
+        return f"question longer than {MAX_QUESTION_CHARS:,} characters", None
     raw = row.get("ground_truths")
     if raw is None or not raw.strip():
         return "empty ground_truths", None
@@ -70,14 +84,17 @@ def row_problem(row: dict) -> tuple[str, str | None]:
     answer = answers[0]
     if not answer.strip():
         return "first ground truth is empty", None
+    if len(answer) > MAX_ANSWER_CHARS:
+        return f"answer longer than {MAX_ANSWER_CHARS:,} characters", None
     return "", answer
 
 
 def read_split_csv(path: Path, split: str, on_bad_row: BadRowPolicy = "error") -> ParsedSplit:
     """Parse one split file; bad rows raise (``error``) or are counted per reason (``skip``)."""
     parsed = ParsedSplit(name=split, source_file=path.name)
+    first_seen: dict[tuple[str, str], int] = {}
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
+        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
             reader = csv.DictReader(handle)
             missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
@@ -88,20 +105,22 @@ def read_split_csv(path: Path, split: str, on_bad_row: BadRowPolicy = "error") -
                 )
             for row_number, row in enumerate(reader, start=1):
                 reason, answer = row_problem(row)
+                detail = reason
                 if not reason:
-                    parsed.pairs.append((row["question"], answer))
-                    continue
+                    key = (row["question"], answer)
+                    if key not in first_seen:
+                        first_seen[key] = row_number
+                        parsed.pairs.append(key)
+                        continue
+                    reason = "duplicate row"
+                    detail = f"duplicate of data row {first_seen[key]} (same question and answer)"
                 if on_bad_row == "error":
                     raise FiqaDataError(
-                        f"{path}, data row {row_number} (line {reader.line_num}): {reason}. Fix or remove "
+                        f"{path}, data row {row_number} (line {reader.line_num}): {detail}. Fix or remove "
                         "the row, or rerun with --on-bad-row skip to drop such rows and count them in "
                         "the manifest."
                     )
                 parsed.skipped[reason] += 1
-    except UnicodeDecodeError as exc:
-        raise FiqaDataError(
-            f"{path}: not valid UTF-8 (byte offset {exc.start}). Re-encode the file as UTF-8."
-        ) from None
     except csv.Error as exc:
         raise FiqaDataError(f"{path}: malformed CSV ({exc}). Check quoting in the file.") from None
     return parsed
