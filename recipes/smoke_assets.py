@@ -26,15 +26,21 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer(vocab_size: int = 1024):
-    """A real fast tokenizer (byte-level BPE) trained on the fixture's text, Llama 3 style."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
+def fixture_corpus() -> list[str]:
     corpus = [SYSTEM_PROMPT, "Question:", "Answer:"]
     for rows in fixture_rows().values():
         for question, answers in rows:
             corpus.extend([question, *answers])
+    return corpus
+
+
+def build_tokenizer(vocab_size: int = 1024, corpus: list[str] | None = None):
+    """A real fast tokenizer (byte-level BPE) with Llama 3's special tokens, trained on
+    ``corpus`` (default: the fixture's text)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = fixture_corpus() if corpus is None else [SYSTEM_PROMPT, "Question:", "Answer:", *corpus]
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

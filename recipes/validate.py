@@ -127,6 +127,18 @@ def check_files(v: dict[str, Any]) -> list[str]:
     return problems
 
 
+def check_packages(v: dict[str, Any]) -> list[str]:
+    import importlib.util
+
+    problems = []
+    if v["use_liger_kernel"] and importlib.util.find_spec("liger_kernel") is None:
+        problems.append(
+            "`use_liger_kernel: true` needs the package liger-kernel, which is not installed. Run "
+            '`pip install -e ".[gpu]"`, or set use_liger_kernel: false.'
+        )
+    return problems
+
+
 def check_hardware(v: dict[str, Any]) -> list[str]:
     if _gpu_available() and not v["use_cpu"]:
         return []
@@ -150,5 +162,5 @@ def check_values(values: dict[str, Any], check_environment: bool = True) -> list
     """Every problem of a parsed (not yet constructed) recipe, as sentences."""
     problems = check_ranges(values) + check_combinations(values)
     if check_environment:
-        problems += check_files(values) + check_hardware(values)
+        problems += check_files(values) + check_packages(values) + check_hardware(values)
     return problems

@@ -1,0 +1,233 @@
+"""Training throughput of recipes against plain TRL, on random weights of a given shape.
+
+    python -m bench.throughput --data_dir data/fiqa-sample \\
+        --variant trl-baseline --variant qlora=recipes/nemotron_fiqa_qlora.yaml \\
+        --variant "qlora-packed=recipes/nemotron_fiqa_qlora.yaml --packing true --max_length 8192"
+
+Builds a model of the exact Llama-3.1-Nemotron-Nano-8B-v1 shape with random weights (speed
+and memory do not depend on weight values; ``--shape tiny`` for a quick CPU check) and a
+BPE tokenizer trained on the data's text, then runs each variant for ``--warmup`` +
+``--steps`` optimizer steps in its own process: a recipe through the exact path of
+``recipes.run`` (with ``--key value`` overrides), or ``trl-baseline``, TRL's defaults
+(QLoRA NF4, LoRA r8 on all linear layers, batch 4 padded, activation checkpointing, sdpa).
+Reports non-padding tokens/s in steady state (after the warm-up), peak GPU memory, MFU and
+the ratio to the baseline; writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+# Dense bf16 peak of an H100/H200 SXM by the datasheet; MFU is quoted against it.
+PEAK_BF16_FLOPS = 989e12
+
+SHAPES = {
+    "nemotron": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                     intermediate_size=14336, vocab_size=128256, max_position_embeddings=131072,
+                     rope_scaling={"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192,
+                                   "low_freq_factor": 1.0, "high_freq_factor": 4.0}, rope_theta=500000.0),
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=128, vocab_size=4096, max_position_embeddings=4096),
+}
+
+
+def matmul_parameters(shape: dict) -> int:
+    """Weights that every token multiplies through: the decoder's linear layers and lm_head."""
+    h, i, layers = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"]
+    kv = h // shape["num_attention_heads"] * shape["num_key_value_heads"]
+    per_layer = h * h * 2 + h * kv * 2 + h * i * 3
+    return layers * per_layer + h * shape["vocab_size"]
+
+
+def flops_per_token(shape: dict) -> float:
+    """LoRA on a frozen base: forward (2N) + backward through activations (2N); adapters are negligible."""
+    return 4.0 * matmul_parameters(shape)
+
+
+def build_assets(work: Path, shape_name: str, data_dir: Path) -> Path:
+    """A random-weight model folder (bf16) with a tokenizer trained on the data's text."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from recipes.smoke_assets import build_tokenizer
+
+    model_dir = work / f"random-{shape_name}"
+    if (model_dir / "config.json").is_file():
+        return model_dir
+    texts = []
+    for line in (data_dir / "train.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        texts += [record["question"], record["answer"]]
+    tokenizer = build_tokenizer(vocab_size=min(16000, SHAPES[shape_name]["vocab_size"] - 8), corpus=texts)
+    config = LlamaConfig(**SHAPES[shape_name], bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         tie_word_embeddings=False, torch_dtype="bfloat16")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(torch.bfloat16 if device == "cuda" else torch.float32)
+    tokenizer.save_pretrained(model_dir)
+    model.save_pretrained(model_dir)
+    del model
+    return model_dir
+
+
+def steady_state(log_history: list[dict], warmup: int) -> dict:
+    """Non-padding tokens per second over the steps after the warm-up, from per-step logs."""
+    rows = [h for h in log_history if "step_time_seconds" in h and "num_input_tokens_seen" in h]
+    previous, tokens, seconds = 0, 0, 0.0
+    for row in rows:
+        step_tokens = row["num_input_tokens_seen"] - previous
+        previous = row["num_input_tokens_seen"]
+        if row["step"] > warmup:
+            tokens += step_tokens
+            seconds += row["step_time_seconds"]
+    return {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 1) if seconds else None}
+
+
+def run_recipe_variant(spec: dict) -> dict:
+    from recipes.config import parse_recipe
+    from recipes.run import build_trainer
+
+    argv = [spec["recipe"], *shlex.split(spec.get("overrides", "")),
+            "--model_name_or_path", spec["model_dir"], "--data_dir", spec["data_dir"],
+            "--output_dir", spec["output_dir"], "--overwrite_output_dir", "true",
+            "--max_steps", str(spec["warmup"] + spec["steps"]), "--logging_steps", "1",
+            "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
+            "--resume_from_checkpoint", "", "--report_to", "none",
+            "--plugins", "plugins.throughput.Throughput", "plugins.loss_curves.LossCurves"]
+    recipe = parse_recipe(argv)
+    trainer, _ = build_trainer(recipe)
+    trainer.train()
+    return {"log_history": trainer.state.log_history, "settings": recipe.resolved}
+
+
+def run_trl_baseline(spec: dict) -> dict:
+    """Plain TRL with its defaults, as a user would write it from TRL's documentation."""
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer, BitsAndBytesConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from plugins.throughput import ThroughputCallback
+
+    gpu = torch.cuda.is_available()
+    init = {"dtype": torch.bfloat16 if gpu else torch.float32, "attn_implementation": "sdpa"}
+    if gpu:
+        init["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                         bnb_4bit_compute_dtype=torch.bfloat16)
+    config = SFTConfig(output_dir=spec["output_dir"], per_device_train_batch_size=4,
+                       max_steps=spec["warmup"] + spec["steps"], logging_steps=1, save_strategy="no",
+                       report_to="none", bf16=gpu, use_cpu=not gpu, model_init_kwargs=init,
+                       include_num_input_tokens_seen="non_padding", dataloader_pin_memory=gpu)
+    dataset = load_dataset("json", data_files=str(Path(spec["data_dir"]) / "train.jsonl"), split="train")
+    trainer = SFTTrainer(
+        model=spec["model_dir"], args=config, train_dataset=dataset.select_columns(["prompt", "completion"]),
+        processing_class=AutoTokenizer.from_pretrained(spec["model_dir"]),
+        peft_config=LoraConfig(r=8, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
+        callbacks=[ThroughputCallback()],
+    )
+    trainer.train()
+    return {"log_history": trainer.state.log_history, "settings": {
+        "load_in_4bit": gpu, "lora_target_modules": "all-linear", "per_device_train_batch_size": 4,
+        "activation_checkpointing": config.activation_checkpointing, "max_length": config.max_length}}
+
+
+def worker(spec: dict) -> dict:
+    """One variant, in this process: train, then measure."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    outcome = run_trl_baseline(spec) if spec["kind"] == "baseline" else run_recipe_variant(spec)
+    result = {"name": spec["name"], **steady_state(outcome["log_history"], spec["warmup"]),
+              "settings": outcome["settings"], "wall_seconds": round(time.perf_counter() - started, 1)}
+    if torch.cuda.is_available():
+        result["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        result["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
+        result["gpu"] = torch.cuda.get_device_name(0)
+    shape = SHAPES[spec["shape"]]
+    if result["tokens_per_second"]:
+        result["mfu"] = round(result["tokens_per_second"] * flops_per_token(shape) / PEAK_BF16_FLOPS, 4)
+    return result
+
+
+def parse_variant(text: str) -> dict:
+    if text == "trl-baseline":
+        return {"name": "trl-baseline", "kind": "baseline"}
+    name, _, rest = text.partition("=")
+    if not rest:
+        raise SystemExit(f"error: variant {text!r} must be trl-baseline or NAME=RECIPE.yaml [--key value ...]")
+    recipe, _, overrides = rest.strip().partition(" ")
+    return {"name": name, "kind": "recipe", "recipe": recipe, "overrides": overrides}
+
+
+def table(results: list[dict]) -> str:
+    baseline = next((r["tokens_per_second"] for r in results if r["name"] == "trl-baseline" and r.get("tokens_per_second")), None)
+    lines = ["| variant | tokens/s | peak GiB (allocated) | MFU | vs TRL defaults |", "|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['name']} | failed: {r['error'][:80]} | | | |")
+            continue
+        ratio = f"{r['tokens_per_second'] / baseline:.2f}x" if baseline and r["tokens_per_second"] else "n/a"
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
+        lines.append(f"| {r['name']} | {r['tokens_per_second']:,.0f} | {r.get('peak_allocated_gib', 'n/a')} | {mfu} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_dir", type=Path, required=True, help="JSONL splits from preprocess.fiqa")
+    parser.add_argument("--variant", action="append", default=[], help="trl-baseline or NAME=RECIPE [--key value ...]")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="nemotron")
+    parser.add_argument("--steps", type=int, default=10, help="measured steps after the warm-up")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--work_dir", type=Path, default=None, help="where the random model is written (reused)")
+    parser.add_argument("--out", type=Path, default=Path("throughput.json"))
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
+        return 0
+
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="throughput-"))
+    started = time.perf_counter()
+    model_dir = build_assets(work, args.shape, args.data_dir)
+    print(f"random {args.shape} model in {model_dir} ({time.perf_counter() - started:.0f}s)", flush=True)
+    results = []
+    for text in args.variant or ["trl-baseline"]:
+        spec = {**parse_variant(text), "model_dir": str(model_dir), "data_dir": str(args.data_dir),
+                "output_dir": str(work / "runs" / text.split("=")[0]), "steps": args.steps, "warmup": args.warmup,
+                "shape": args.shape}
+        done = subprocess.run([sys.executable, "-m", "bench.throughput", "--data_dir", str(args.data_dir),
+                               "--worker", json.dumps(spec)], capture_output=True, text=True, env=os.environ.copy())
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode == 0 and lines:
+            results.append(json.loads(lines[-1][len("RESULT "):]))
+        else:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            results.append({"name": spec["name"], "error": " | ".join(tail)})
+        print(f"{spec['name']}: {json.dumps({k: v for k, v in results[-1].items() if k != 'settings'})}", flush=True)
+        report = {"date": date.today().isoformat(), "shape": args.shape, "steps": args.steps, "warmup": args.warmup,
+                  "flops_per_token": flops_per_token(SHAPES[args.shape]), "peak_flops_assumed": PEAK_BF16_FLOPS,
+                  "results": results}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")  # after every variant: a cut-off run keeps its numbers
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
