@@ -17,8 +17,23 @@ from transformers import TrainerCallback
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
 
 
+def any_process(flag: bool) -> bool:
+    """True on every process if it is true on one: all ranks must stop at the same step,
+    or the others would wait forever in the next collective."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    from accelerate import PartialState
+
+    value = torch.tensor([1 if flag else 0], device=PartialState().device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 class PreemptionCallback(TrainerCallback):
-    """On SIGTERM: checkpoint at the end of the current optimizer step, then stop."""
+    """On SIGTERM (to any process): checkpoint at the end of the current optimizer step, then stop."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -34,7 +49,7 @@ class PreemptionCallback(TrainerCallback):
             pass
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
+        if any_process(self.requested):
             control.should_save = True
             control.should_training_stop = True
             self.stopped_at_step = state.global_step
@@ -62,7 +77,7 @@ class NonFiniteLossGuard(TrainerCallback):
         if running is None:
             return
         value = float(running.detach().sum().item())
-        if not math.isfinite(value):
+        if any_process(not math.isfinite(value)):
             self.tripped_at_step = state.global_step
             control.should_save = False
             control.should_evaluate = False

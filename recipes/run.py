@@ -26,11 +26,17 @@ from recipes.model_setup import build_peft_and_quantization, check_accelerator, 
 
 
 def prepare_assets(recipe: Recipe) -> None:
-    """Build the smoke recipe's offline model and data when it asks for them."""
+    """Build the smoke recipe's offline model and data when it asks for them.
+
+    Under several processes the main one builds them first; the others then find them.
+    """
     if recipe.recipe.build_smoke_assets:
+        from accelerate import PartialState
+
         from recipes.smoke_assets import ensure_smoke_assets
 
-        ensure_smoke_assets(recipe.model.model_name_or_path, recipe.recipe.data_dir)
+        with PartialState().main_process_first():
+            ensure_smoke_assets(recipe.model.model_name_or_path, recipe.recipe.data_dir)
 
 
 def evaluates(training_args) -> bool:
