@@ -37,3 +37,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """UTF-8 text flavour of :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_figure(figure, path: str | os.PathLike) -> Path:
+    """Render a matplotlib figure to PNG in memory, then write it atomically: a chart that a
+    running job redraws is never seen half-written."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)

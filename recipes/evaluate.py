@@ -10,14 +10,13 @@ semantic similarity and ROUGE-L. Writes ``eval_report.json``, ``eval_report.md``
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import sys
 import tempfile
 from pathlib import Path
 
-from preprocess.atomic_io import atomic_write_bytes, atomic_write_text
+from preprocess.atomic_io import atomic_save_figure, atomic_write_text
 from preprocess.prompt_format import detect_prompt_format
 from recipes.data import audit_truncation, load_split, split_path
 from recipes.errors import RecipeError
@@ -151,9 +150,7 @@ def evaluate_run(run_dir: Path, split: str, limit: int | None, max_new_tokens: i
     atomic_write_text(out / "eval_report.md", markdown_report(report, rows))
     atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     figure = similarity_figure(scores["base"][0], scores["tuned"][0], f"{recipe.name}: similarity on {split}")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    atomic_write_bytes(out / "similarity.png", buffer.getvalue())
+    atomic_save_figure(figure, out / "similarity.png")
     report["out_dir"] = str(out)
     return report
 

@@ -57,22 +57,21 @@ def model_init_kwargs(model_args, training_args) -> dict[str, Any]:
 
 
 def check_accelerator(model_args, training_args) -> None:
-    """Refuse 4-bit and bf16 without a GPU: bitsandbytes loads 4-bit weights on a CPU silently."""
-    import torch
+    """Refuse 4-bit and bf16 without a GPU (bitsandbytes loads 4-bit weights on a CPU silently),
+    by the same rule that recipe validation applies, for configs built without it."""
+    from recipes.validate import check_hardware
 
-    if torch.cuda.is_available() and not training_args.use_cpu:
-        return
-    wants = []
-    if model_args.load_in_4bit or model_args.load_in_8bit:
-        wants.append("bitsandbytes quantization (load_in_4bit/load_in_8bit)")
-    if training_args.bf16 and not training_args.use_cpu:
-        wants.append("bf16 mixed precision")
-    if wants:
-        raise RecipeError(
-            f"this recipe asks for {' and '.join(wants)}, which needs a CUDA GPU, and none is visible. "
-            "Run it on a GPU machine, or for a CPU run use `--load_in_4bit false --bf16 false --dtype float32` "
-            "(or the smoke recipe, recipes/smoke.yaml)."
-        )
+    problems = check_hardware(
+        {
+            "load_in_4bit": model_args.load_in_4bit,
+            "load_in_8bit": model_args.load_in_8bit,
+            "bf16": training_args.bf16,
+            "fp16": training_args.fp16,
+            "use_cpu": training_args.use_cpu,
+        }
+    )
+    if problems:
+        raise RecipeError(" ".join(problems))
 
 
 def build_peft_and_quantization(model_args):

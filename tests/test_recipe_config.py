@@ -244,3 +244,16 @@ def test_help_lists_recipe_keys():
     )
     assert result.returncode == 0
     assert "--learning_rate" in result.stdout and "--data_dir" in result.stdout and "--lora_r" in result.stdout
+
+
+def test_building_refuses_4bit_without_a_gpu_even_when_validation_was_skipped(tmp_path):
+    import torch
+
+    from recipes.run import build_trainer
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")  # CI and the dev machines have none
+    recipe = parse_recipe([str(RECIPES / "smoke.yaml"), "--load_in_4bit", "true", "--output_dir", str(tmp_path)],
+                          check_environment=False)
+    with pytest.raises(RecipeError, match=r"bitsandbytes quantization \(load_in_4bit / load_in_8bit\)"):
+        build_trainer(recipe)

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from plugins.loss_curves.metrics_log import read_run_rows
-from plugins.loss_curves.plotting import comparison_figure, render_run_charts, save_png
+from plugins.loss_curves.plotting import comparison_figure, render_run_charts
+from preprocess.atomic_io import atomic_save_figure
 from recipes.errors import RecipeError
 
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or Path(".")
         for (name, rows), path in zip(runs.items(), args.runs):
             written += render_run_charts(rows, out / name.replace("/", "_"), name, args.smoothing)
-        written.append(save_png(comparison_figure(runs, args.smoothing), out / "loss_comparison.png"))
+        written.append(atomic_save_figure(comparison_figure(runs, args.smoothing), out / "loss_comparison.png"))
     for path in written:
         print(path)
     return 0

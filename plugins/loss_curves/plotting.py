@@ -2,18 +2,18 @@
 throughput; and one loss chart overlaying several runs.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot global state, works
-headless) and written atomically, so a reader never sees half a PNG.
+headless) and written atomically (``preprocess.atomic_io.atomic_save_figure``), so a reader never
+sees half a PNG.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
-from preprocess.atomic_io import atomic_write_bytes
+from preprocess.atomic_io import atomic_save_figure
 
 Rows = list[dict[str, Any]]
 
@@ -81,17 +81,10 @@ def comparison_figure(runs: dict[str, Rows], smoothing: float = 0.9) -> Figure:
     return figure
 
 
-def save_png(figure: Figure, path: str | Path) -> Path:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
-
-
 def render_run_charts(rows: Rows, out_dir: str | Path, title: str, smoothing: float = 0.9) -> list[Path]:
     """Write loss.png, learning_rate.png, grad_norm.png (and throughput.png when logged)."""
     out = Path(out_dir)
-    written = [save_png(loss_figure(rows, title, smoothing), out / "loss.png")]
+    written = [atomic_save_figure(loss_figure(rows, title, smoothing), out / "loss.png")]
     charts = [
         ("learning_rate", "learning-rate schedule", "learning rate", "tab:green", "learning_rate.png"),
         ("grad_norm", "gradient norm", "grad norm", "tab:red", "grad_norm.png"),
@@ -99,5 +92,5 @@ def render_run_charts(rows: Rows, out_dir: str | Path, title: str, smoothing: fl
     ]
     for key, what, ylabel, color, name in charts:
         if series(rows, key)[0]:
-            written.append(save_png(single_metric_figure(rows, key, f"{title}: {what}", ylabel, color), out / name))
+            written.append(atomic_save_figure(single_metric_figure(rows, key, f"{title}: {what}", ylabel, color), out / name))
     return written
