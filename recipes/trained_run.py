@@ -22,7 +22,12 @@ def load_run_recipe(run_dir: str | Path, *overrides: str) -> Recipe:
             "of a run of `recipes.run` (where the adapter was saved)."
         )
     # The run's own files and this machine are checked where they are used (loading the model).
-    return parse_recipe([str(run / "recipe.yaml"), *overrides], check_environment=False)
+    # A run trained on a GPU (bf16) must still be readable on a CPU machine, e.g. to merge it:
+    # transformers refuses bf16 there unless use_cpu is set.
+    import torch
+
+    on_cpu = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
+    return parse_recipe([str(run / "recipe.yaml"), *on_cpu, *overrides], check_environment=False)
 
 
 def load_run_tokenizer(run_dir: str | Path):

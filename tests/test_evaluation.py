@@ -150,3 +150,24 @@ def test_merge_gives_a_plain_model_with_the_same_outputs(in_work_dir, tmp_path):
     assert not torch.allclose(actual, base, atol=1e-3)  # the merge changed the weights
 
     assert main([str(in_work_dir), "--out", str(out)]) == 2  # never overwrites silently
+
+
+def test_a_gpu_trained_run_can_be_read_on_a_cpu_machine(tmp_path):
+    """Merging happens on CPU boxes too: the bf16 QLoRA recipe of a run must parse there."""
+    import shutil
+
+    import torch
+
+    from recipes.errors import RecipeError
+    from recipes.trained_run import load_base_model, load_run_recipe
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")  # CI and the dev machines have none
+    run = tmp_path / "gpu-run"
+    run.mkdir()
+    shutil.copy(REPO_ROOT / "recipes" / "nemotron_fiqa_qlora.yaml", run / "recipe.yaml")
+    (run / "adapter_config.json").write_text("{}")
+    recipe = load_run_recipe(run)
+    assert recipe.model.load_in_4bit and recipe.training.bf16
+    with pytest.raises(RecipeError, match="bitsandbytes quantization"):  # 4-bit loading still needs a GPU
+        load_base_model(recipe, quantized=True)
