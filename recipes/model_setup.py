@@ -12,6 +12,16 @@ from typing import Any
 from recipes.errors import RecipeError
 
 
+def loading_error(name: str, exc: Exception) -> RecipeError:
+    """A model or tokenizer that cannot be loaded: say which, why, and what to check."""
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return RecipeError(
+        f"could not load {name!r} ({type(exc).__name__}: {first_line}). Check `model_name_or_path` (a hub id "
+        "or a local folder with config.json and weights), the network (HF_HUB_OFFLINE must be unset to "
+        "download), and `huggingface-cli login` for gated models."
+    )
+
+
 def load_tokenizer(model_args, training_args):
     """The model's tokenizer with a pad token that is not EOS.
 
@@ -20,11 +30,14 @@ def load_tokenizer(model_args, training_args):
     """
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.model_name_or_path,
-        revision=model_args.model_revision,
-        trust_remote_code=training_args.trust_remote_code,
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_args.model_name_or_path,
+            revision=model_args.model_revision,
+            trust_remote_code=training_args.trust_remote_code,
+        )
+    except (OSError, ValueError) as exc:
+        raise loading_error(model_args.model_name_or_path, exc) from None
     wanted = training_args.pad_token
     if wanted is not None:
         if wanted not in tokenizer.get_vocab():

@@ -34,7 +34,12 @@ def load_run_tokenizer(run_dir: str | Path):
     """The tokenizer saved with the adapter (pad token already set as in training)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(run_dir)
+    from recipes.model_setup import loading_error
+
+    try:
+        return AutoTokenizer.from_pretrained(run_dir)
+    except (OSError, ValueError) as exc:
+        raise loading_error(str(run_dir), exc) from None
 
 
 def load_base_model(recipe: Recipe, quantized: bool = True):
@@ -42,7 +47,7 @@ def load_base_model(recipe: Recipe, quantized: bool = True):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from recipes.model_setup import build_peft_and_quantization, check_accelerator
+    from recipes.model_setup import build_peft_and_quantization, check_accelerator, loading_error
 
     model_args = recipe.model
     quantization = build_peft_and_quantization(model_args)[1] if quantized else None
@@ -51,15 +56,18 @@ def load_base_model(recipe: Recipe, quantized: bool = True):
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     if not torch.cuda.is_available() and dtype in (torch.bfloat16, torch.float16):
         dtype = torch.float32  # half precision on a CPU is slow and, for some ops, unsupported
-    return AutoModelForCausalLM.from_pretrained(
-        model_args.model_name_or_path,
-        revision=model_args.model_revision,
-        dtype=dtype,
-        attn_implementation=model_args.attn_implementation,
-        quantization_config=quantization,
-        device_map="auto" if torch.cuda.is_available() else None,
-        trust_remote_code=recipe.training.trust_remote_code,
-    )
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            model_args.model_name_or_path,
+            revision=model_args.model_revision,
+            dtype=dtype,
+            attn_implementation=model_args.attn_implementation,
+            quantization_config=quantization,
+            device_map="auto" if torch.cuda.is_available() else None,
+            trust_remote_code=recipe.training.trust_remote_code,
+        )
+    except (OSError, ValueError) as exc:
+        raise loading_error(model_args.model_name_or_path, exc) from None
 
 
 def load_adapter_model(run_dir: str | Path, recipe: Recipe, quantized: bool = True):

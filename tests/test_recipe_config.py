@@ -257,3 +257,15 @@ def test_building_refuses_4bit_without_a_gpu_even_when_validation_was_skipped(tm
                           check_environment=False)
     with pytest.raises(RecipeError, match=r"bitsandbytes quantization \(load_in_4bit / load_in_8bit\)"):
         build_trainer(recipe)
+
+
+def test_a_model_that_cannot_be_loaded_is_named_without_a_traceback(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text('{"prompt": "p", "completion": " c"}\n')
+    argv = [str(RECIPES / "smoke.yaml"), "--build_smoke_assets", "false", "--model_name_or_path",
+            str(tmp_path / "no-such-model"), "--data_dir", str(tmp_path / "data"), "--eval_strategy", "no",
+            "--load_best_model_at_end", "false", "--output_dir", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"could not load '{tmp_path / 'no-such-model'}'" in err and "model_name_or_path" in err
+    assert "Traceback" not in err
