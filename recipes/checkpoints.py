@@ -18,8 +18,12 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def is_complete_checkpoint(folder: Path) -> bool:
+    """Trainer state written, and weights: a file, or an FSDP sharded checkpoint whose ``.metadata``
+    (torch.distributed.checkpoint writes it after every rank's shard) is there."""
     weights = ("adapter_model.safetensors", "model.safetensors", "adapter_model.bin", "pytorch_model.bin")
-    return (folder / "trainer_state.json").is_file() and any((folder / w).is_file() for w in weights)
+    has_weights = any((folder / w).is_file() for w in weights) or any(
+        (shards / ".metadata").is_file() for shards in folder.glob("pytorch_model_fsdp_*"))
+    return (folder / "trainer_state.json").is_file() and has_weights
 
 
 def newest_complete_checkpoint(output_dir: str | Path) -> Path | None:

@@ -55,6 +55,10 @@ class PreemptionCallback(TrainerCallback):
             self.stopped_at_step = state.global_step
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self.stopped_at_step is not None:
+            # Stopping already: a second SIGTERM (torchrun sends one to the ranks still running
+            # once another rank has exited) must not kill this process while it writes its status.
+            return
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         except ValueError:

@@ -66,7 +66,30 @@ def model_init_kwargs(model_args, training_args) -> dict[str, Any]:
     )
     if training_args.model_init_kwargs is not None:
         kwargs.update(training_args.model_init_kwargs)
+    if "device_map" not in kwargs and _launched_with_fsdp_on_gpu(training_args):
+        kwargs["device_map"] = fsdp_device_map(model_args)
     return kwargs
+
+
+def _launched_with_fsdp_on_gpu(training_args) -> bool:
+    from recipes.validate import launched_with_fsdp
+
+    return launched_with_fsdp() and not training_args.use_cpu
+
+
+def fsdp_device_map(model_args) -> dict[str, int] | None:
+    """Where each FSDP process loads the model before it is sharded.
+
+    TRL's default, ``device_map="auto"``, would spread every process's copy over all visible
+    GPUs. A 4-bit model is quantized where it loads, so each process puts its own copy on
+    its own GPU (about 6 GiB for 8B) and FSDP then shards it; a bf16 model loads on the CPU
+    and FSDP moves the shards to the GPUs (with cpu_ram_efficient_loading, from rank 0's copy).
+    """
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        from accelerate import PartialState
+
+        return {"": PartialState().local_process_index}
+    return None
 
 
 def check_accelerator(model_args, training_args) -> None:

@@ -10,6 +10,7 @@ one process; with no recipe it runs ``recipes/smoke.yaml``.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -126,6 +127,10 @@ def batch_line(args) -> str:
 def save_run(trainer, recipe: Recipe, reports, train_metrics: dict, eval_metrics: dict | None) -> None:
     """Adapter, tokenizer, resolved recipe, metrics and the truncation report, main process only."""
     out = Path(recipe.training.output_dir)
+    if trainer.is_fsdp_enabled:
+        # Checkpoints stay sharded (fast, for resuming); the final adapter is gathered whole so
+        # that PEFT, recipes.evaluate and recipes.merge can load it like any other.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(out))  # adapter + tokenizer (the trainer's processing_class)
     trainer.log_metrics("train", train_metrics)
     trainer.save_metrics("train", train_metrics)
@@ -214,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunStopped as exc:
+        if exc.exit_code == PREEMPTED_EXIT_CODE:
+            # The checkpoint is saved; the launcher's own SIGTERM to the ranks still running must
+            # not turn this clean exit (143) into a kill during interpreter shutdown.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print(f"stopped: {exc}", file=sys.stderr)
         return exc.exit_code
     return 0

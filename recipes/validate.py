@@ -85,6 +85,32 @@ def check_combinations(v: dict[str, Any]) -> list[str]:
     return problems
 
 
+def launched_with_fsdp() -> bool:
+    """``accelerate launch`` with an FSDP config exports ACCELERATE_USE_FSDP to every process."""
+    import os
+
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes")
+
+
+def check_launch(v: dict[str, Any]) -> list[str]:
+    """Combinations of the recipe and the accelerate launch config that fail only after loading."""
+    problems = []
+    if launched_with_fsdp() and not _gpu_available():
+        problems.append(
+            "this run was launched with an FSDP config, but no CUDA GPU is visible: FSDP shards the model over "
+            "GPUs, and without them each process would train its own copy. On a CPU machine launch with "
+            "accelerate_configs/cpu.yaml or cpu_multi_process.yaml (with ACCELERATE_USE_CPU=true)."
+        )
+    storage = _text(v.get("bnb_4bit_quant_storage") or "uint8")
+    if launched_with_fsdp() and v["load_in_4bit"] and storage not in ("bfloat16", "float16", "float32"):
+        problems.append(
+            f"FSDP shards only floating-point tensors, but this 4-bit recipe stores its weights as {storage}, so "
+            "they would stay whole on every GPU or fail to shard. Add `bnb_4bit_quant_storage: bfloat16` to the "
+            "recipe (or pass --bnb_4bit_quant_storage bfloat16); the nemotron QLoRA recipes already set it."
+        )
+    return problems
+
+
 def check_output_dir(v: dict[str, Any]) -> list[str]:
     from recipes.checkpoints import is_finished_run
 
@@ -162,5 +188,5 @@ def check_values(values: dict[str, Any], check_environment: bool = True) -> list
     """Every problem of a parsed (not yet constructed) recipe, as sentences."""
     problems = check_ranges(values) + check_combinations(values)
     if check_environment:
-        problems += check_files(values) + check_packages(values) + check_hardware(values)
+        problems += check_files(values) + check_packages(values) + check_hardware(values) + check_launch(values)
     return problems

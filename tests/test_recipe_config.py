@@ -193,7 +193,8 @@ def test_lora_recipe_differs_only_where_it_should():
     assert "load_in_4bit" not in lora
     differing = {k for k in qlora.keys() | lora.keys() if qlora.get(k) != lora.get(k)}
     assert differing == {
-        "load_in_4bit", "bnb_4bit_quant_type", "use_bnb_nested_quant", "lora_target_modules", "output_dir",
+        "load_in_4bit", "bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage", "lora_target_modules",
+        "output_dir",
         "activation_checkpointing", "activation_checkpointing_kwargs",  # bf16 LoRA needs no recompute at 8192
     }
 
@@ -269,3 +270,28 @@ def test_a_model_that_cannot_be_loaded_is_named_without_a_traceback(tmp_path, ca
     err = capsys.readouterr().err
     assert f"could not load '{tmp_path / 'no-such-model'}'" in err and "model_name_or_path" in err
     assert "Traceback" not in err
+
+
+def test_fsdp_launch_of_a_4bit_recipe_needs_a_floating_point_storage(monkeypatch):
+    from types import SimpleNamespace
+
+    from recipes.config import parse_recipe
+    from recipes.model_setup import fsdp_device_map
+    from recipes.validate import check_launch
+
+    qlora = {"load_in_4bit": True, "bnb_4bit_quant_storage": "uint8"}
+    assert check_launch(qlora) == []  # no FSDP: any storage works
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    (no_gpu,) = check_launch({"load_in_4bit": False, "bnb_4bit_quant_storage": None})  # this CPU machine
+    assert "FSDP config, but no CUDA GPU is visible" in no_gpu and "cpu_multi_process.yaml" in no_gpu
+    monkeypatch.setattr("recipes.validate._gpu_available", lambda: True)
+    (problem,) = check_launch(qlora)
+    assert "stores its weights as uint8" in problem and "bnb_4bit_quant_storage: bfloat16" in problem
+    assert check_launch({**qlora, "bnb_4bit_quant_storage": "bfloat16"}) == []
+    assert check_launch({"load_in_4bit": False, "bnb_4bit_quant_storage": None}) == []
+    for name in ("nemotron_fiqa_qlora.yaml", "nemotron_fiqa_qlora_lean.yaml"):
+        recipe = parse_recipe([str(RECIPES / name), *ON_CPU], check_environment=False)
+        assert recipe.model.bnb_4bit_quant_storage == "bfloat16"
+    # where each FSDP process loads the model: a 4-bit copy on its own GPU, a bf16 one on the CPU
+    assert fsdp_device_map(SimpleNamespace(load_in_4bit=True, load_in_8bit=False)) == {"": 0}
+    assert fsdp_device_map(SimpleNamespace(load_in_4bit=False, load_in_8bit=False)) is None

@@ -184,3 +184,43 @@ def test_run_manifest_records_provenance(work):
     assert manifest["hardware"]["world_size"] == 1 and manifest["hardware"]["cpu_count"] >= 1
     assert "commit" in manifest["git"]
     assert manifest["metrics"]["eval_loss"] > 0
+
+
+def test_a_preempted_run_is_not_killed_by_a_second_sigterm_while_it_exits():
+    """torchrun sends SIGTERM to the ranks still running once one rank has exited with 143."""
+    import signal
+
+    from recipes.guards import PreemptionCallback
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        finished = PreemptionCallback()
+        finished.on_train_begin(None, None, None)
+        finished.on_train_end(None, None, None)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # a normal end restores the default
+
+        stopping = PreemptionCallback()
+        stopping.on_train_begin(None, None, None)
+        stopping.stopped_at_step = 7
+        stopping.on_train_end(None, None, None)
+        handler = signal.getsignal(signal.SIGTERM)
+        assert handler == stopping._handle  # still caught: the status and exit code get written
+        handler(signal.SIGTERM, None)
+        assert stopping.requested
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_sharded_fsdp_checkpoints_count_as_complete_once_their_metadata_is_written(tmp_path):
+    from recipes.checkpoints import newest_complete_checkpoint
+
+    for step in (2, 4):
+        folder = tmp_path / f"checkpoint-{step}"
+        (folder / "pytorch_model_fsdp_0").mkdir(parents=True)
+        (folder / "trainer_state.json").write_text("{}")
+        (folder / "pytorch_model_fsdp_0" / "__0_0.distcp").write_bytes(b"shard")
+    (tmp_path / "checkpoint-2" / "pytorch_model_fsdp_0" / ".metadata").write_bytes(b"plan")
+    # checkpoint-4 lacks .metadata: torch.distributed.checkpoint was cut short before writing it
+    assert newest_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    (tmp_path / "checkpoint-4" / "pytorch_model_fsdp_0" / ".metadata").write_bytes(b"plan")
+    assert newest_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
