@@ -1,0 +1,59 @@
+"""CPU run of the scaling harness: one process against two (gloo) with the same effective batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
+
+
+def test_scaling_harness_compares_two_processes_with_one(tmp_path, fiqa_jsonl_dir):
+    out = tmp_path / "scaling.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT),
+           "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.scaling", "--shape", "tiny", "--data_dir", str(fiqa_jsonl_dir),
+         "--steps", "2", "--warmup", "1", "--work_dir", str(tmp_path / "work"), "--out", str(out),
+         "--case", f"one=cpu:1:{SMOKE} --per_device_train_batch_size 8",
+         "--case", f"two=cpu_multi_process:2:{SMOKE}", "--reference", "one"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    one, two = json.loads(out.read_text())["results"]
+    for entry in (one, two):
+        assert entry["exit_code"] == 0 and "error" not in entry, entry
+        assert entry["tokens"] > 0 and entry["tokens_per_second"] == pytest.approx(entry["tokens"] / entry["seconds"], rel=0.01)
+        assert len(entry["losses"]) == 3  # warm-up + measured steps, one loss each
+    assert one["is_reference"] and two["reference"] == "one"
+    expected = two["tokens_per_second"] / (2 * one["tokens_per_second"])
+    assert two["scaling_efficiency"] == pytest.approx(expected, abs=1e-3)
+    # same examples per step and the same weights: the curves agree (the first loss to 1e-3)
+    assert two["losses"][0] == pytest.approx(one["losses"][0], rel=1e-3)
+    assert two["loss_max_relative_difference"] < 3e-2 and two["loss_compared_steps"] == 3
+    assert "| two | cpu_multi_process | 2 |" in result.stdout and "reference" in result.stdout
+
+    merged = subprocess.run([sys.executable, "-m", "bench.scaling", "--report", str(out), "--out",
+                             str(tmp_path / "merged.json"), "--plot", str(tmp_path / "losses.png")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert merged.returncode == 0 and "| two | cpu_multi_process | 2 |" in merged.stdout, merged.stderr
+    assert json.loads((tmp_path / "merged.json").read_text())["results"][1]["scaling_efficiency"] == two["scaling_efficiency"]
+    assert (tmp_path / "losses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_malformed_case_is_refused_with_the_expected_form():
+    from bench.scaling import parse_case
+
+    with pytest.raises(SystemExit, match="NAME=CONFIG:PROCESSES:RECIPE"):
+        parse_case("ddp=multi_gpu:recipes/nemotron_fiqa_qlora.yaml")
+    with pytest.raises(SystemExit, match="no launch config accelerate_configs/nope.yaml"):
+        parse_case("x=nope:2:recipes/nemotron_fiqa_qlora.yaml")
+    case = parse_case("lora-fsdp=fsdp_lora:2:recipes/nemotron_fiqa_lora.yaml --max_length 4096")
+    assert case == {"name": "lora-fsdp", "config": "fsdp_lora", "processes": 2,
+                    "recipe": "recipes/nemotron_fiqa_lora.yaml", "overrides": "--max_length 4096"}
