@@ -32,7 +32,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from bench.throughput import build_assets, steady_state
+from bench.throughput import build_assets, measured_run_overrides, steady_state
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "accelerate_configs"
 # The lent multi-GPU machines must never use NVLink multicast (NVLS); keep it off in every child.
@@ -97,11 +97,7 @@ def launch_command(case: dict, model_dir: Path, data_dir: Path, output_dir: Path
     return [sys.executable, "-m", "accelerate.commands.launch",
             "--config_file", str(CONFIG_DIR / f"{case['config']}.yaml"), "--num_processes", str(case["processes"]),
             "-m", "recipes.run", case["recipe"], *shlex.split(case["overrides"]),
-            "--model_name_or_path", str(model_dir), "--data_dir", str(data_dir),
-            "--output_dir", str(output_dir), "--overwrite_output_dir", "true", "--max_steps", str(max_steps),
-            "--logging_steps", "1", "--eval_strategy", "no", "--save_strategy", "no",
-            "--load_best_model_at_end", "false", "--resume_from_checkpoint", "", "--report_to", "none",
-            "--plugins", "plugins.throughput.Throughput", "plugins.loss_curves.LossCurves"]
+            *measured_run_overrides(model_dir, data_dir, output_dir, max_steps)]
 
 
 def run_case(case: dict, model_dir: Path, data_dir: Path, work: Path, log_dir: Path, warmup: int, steps: int,

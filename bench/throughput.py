@@ -94,17 +94,24 @@ def steady_state(log_history: list[dict], warmup: int) -> dict:
     return {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 1) if seconds else None}
 
 
+def measured_run_overrides(model_dir, data_dir, output_dir, max_steps: int) -> list[str]:
+    """Recipe overrides for a measured run: the given model and data, a fresh output dir, a log
+    every step, no evaluation, checkpoints or resuming, and the metrics plugins."""
+    return ["--model_name_or_path", str(model_dir), "--data_dir", str(data_dir),
+            "--output_dir", str(output_dir), "--overwrite_output_dir", "true",
+            "--max_steps", str(max_steps), "--logging_steps", "1",
+            "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
+            "--resume_from_checkpoint", "", "--report_to", "none",
+            "--plugins", "plugins.throughput.Throughput", "plugins.loss_curves.LossCurves"]
+
+
 def run_recipe_variant(spec: dict) -> dict:
     from recipes.config import parse_recipe
     from recipes.run import build_trainer
 
     argv = [spec["recipe"], *shlex.split(spec.get("overrides", "")),
-            "--model_name_or_path", spec["model_dir"], "--data_dir", spec["data_dir"],
-            "--output_dir", spec["output_dir"], "--overwrite_output_dir", "true",
-            "--max_steps", str(spec["warmup"] + spec["steps"]), "--logging_steps", "1",
-            "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
-            "--resume_from_checkpoint", "", "--report_to", "none",
-            "--plugins", "plugins.throughput.Throughput", "plugins.loss_curves.LossCurves"]
+            *measured_run_overrides(spec["model_dir"], spec["data_dir"], spec["output_dir"],
+                                    spec["warmup"] + spec["steps"])]
     recipe = parse_recipe(argv)
     trainer, _ = build_trainer(recipe)
     trainer.train()

@@ -66,15 +66,11 @@ def model_init_kwargs(model_args, training_args) -> dict[str, Any]:
     )
     if training_args.model_init_kwargs is not None:
         kwargs.update(training_args.model_init_kwargs)
-    if "device_map" not in kwargs and _launched_with_fsdp_on_gpu(training_args):
-        kwargs["device_map"] = fsdp_device_map(model_args)
-    return kwargs
-
-
-def _launched_with_fsdp_on_gpu(training_args) -> bool:
     from recipes.validate import launched_with_fsdp
 
-    return launched_with_fsdp() and not training_args.use_cpu
+    if "device_map" not in kwargs and launched_with_fsdp() and not training_args.use_cpu:
+        kwargs["device_map"] = fsdp_device_map(model_args)
+    return kwargs
 
 
 def fsdp_device_map(model_args) -> dict[str, int] | None:

@@ -94,15 +94,17 @@ def launched_with_fsdp() -> bool:
 
 def check_launch(v: dict[str, Any]) -> list[str]:
     """Combinations of the recipe and the accelerate launch config that fail only after loading."""
+    if not launched_with_fsdp():
+        return []
     problems = []
-    if launched_with_fsdp() and not _gpu_available():
+    if not _gpu_available():
         problems.append(
             "this run was launched with an FSDP config, but no CUDA GPU is visible: FSDP shards the model over "
             "GPUs, and without them each process would train its own copy. On a CPU machine launch with "
             "accelerate_configs/cpu.yaml or cpu_multi_process.yaml (with ACCELERATE_USE_CPU=true)."
         )
     storage = _text(v.get("bnb_4bit_quant_storage") or "uint8")
-    if launched_with_fsdp() and v["load_in_4bit"] and storage not in ("bfloat16", "float16", "float32"):
+    if v["load_in_4bit"] and storage not in ("bfloat16", "float16", "float32"):
         problems.append(
             f"FSDP shards only floating-point tensors, but this 4-bit recipe stores its weights as {storage}, so "
             "they would stay whole on every GPU or fail to shard. Add `bnb_4bit_quant_storage: bfloat16` to the "
