@@ -2,9 +2,13 @@
 
 For one split of the run's data, measures both the base model and base + adapter on the
 same prompts: loss and perplexity with the training format and masking (TRL's
-``SFTTrainer``), then greedy answers to every question scored against the reference by
-semantic similarity and ROUGE-L. Writes ``eval_report.json``, ``eval_report.md``,
-``predictions.jsonl`` and ``similarity.png`` into ``RUN_DIR/eval-SPLIT`` (or ``--out``).
+``SFTTrainer``), then greedy answers (repetition penalty 1.2 by default) to every question scored against the reference by
+semantic similarity and ROUGE-L, with the similarity gain's paired bootstrap 95% interval.
+Writes ``eval_report.json``, ``eval_report.md``, ``predictions.jsonl`` and
+``similarity.png`` into ``RUN_DIR/eval-SPLIT`` (or ``--out``).
+
+The two halves are separate functions: :func:`predict` needs the model (and is what a GPU
+does), :func:`score_predictions` needs only the answers (and runs anywhere, later).
 """
 
 from __future__ import annotations
@@ -20,9 +24,19 @@ from preprocess.atomic_io import atomic_save_figure, atomic_write_text
 from preprocess.prompt_format import detect_prompt_format
 from recipes.data import audit_truncation, load_split, split_path
 from recipes.errors import RecipeError
-from recipes.generation import generate_answers
-from recipes.scoring import DEFAULT_ENCODER, resolve_encoder, rouge_l, semantic_similarity, summarise
+from recipes.generation import DEFAULT_REPETITION_PENALTY, Answer, generate_answers
+from recipes.scoring import (
+    DEFAULT_ENCODER,
+    answer_lengths,
+    paired_bootstrap,
+    resolve_encoder,
+    rouge_l,
+    semantic_similarity,
+    summarise,
+)
 from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
+
+SIDES = ("base", "tuned")
 
 
 def read_records(path: Path, limit: int | None) -> list[dict]:
@@ -31,7 +45,10 @@ def read_records(path: Path, limit: int | None) -> list[dict]:
 
 
 def loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size: int) -> dict[str, dict[str, float]]:
-    """Eval loss of base and tuned model on the split, through the trainer that trained the adapter."""
+    """Eval loss of base and tuned model on the split, through the trainer that trained the adapter.
+
+    Unpacked batches, whatever the recipe trained with, so every report's loss means the same.
+    """
     import torch
     from trl import SFTConfig, SFTTrainer
 
@@ -49,6 +66,7 @@ def loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size: int) -> d
             report_to="none",
             activation_checkpointing=False,
             dataloader_pin_memory=on_gpu,
+            disable_tqdm=True,
         )
         trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, eval_dataset=dataset,
                              processing_class=tokenizer)
@@ -61,14 +79,61 @@ def loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size: int) -> d
     }
 
 
+def answer_rows(records: list[dict], base: list[Answer], tuned: list[Answer]) -> list[dict]:
+    """One row per question: the reference and both answers, with how each ended."""
+    return [
+        {"question": r["question"], "reference": r["answer"], "base": b.text, "tuned": t.text,
+         "base_stopped": b.stopped, "tuned_stopped": t.stopped, "base_tokens": b.new_tokens, "tuned_tokens": t.new_tokens}
+        for r, b, t in zip(records, base, tuned)
+    ]
+
+
+def predict(model, tokenizer, recipe, records: list[dict], dataset, max_new_tokens: int, batch_size: int,
+            **decoding) -> tuple[dict, list[dict]]:
+    """Losses of both sides and one row per question with both answers, unscored.
+
+    ``decoding`` goes to :func:`recipes.generation.generate_answers` (repetition guards).
+    """
+    prompt_format = detect_prompt_format(records[0])
+    losses = loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size)
+    questions = [r["question"] for r in records]
+    tuned = generate_answers(model, tokenizer, questions, prompt_format, max_new_tokens, batch_size, "tuned answers",
+                             **decoding)
+    with model.disable_adapter():
+        base = generate_answers(model, tokenizer, questions, prompt_format, max_new_tokens, batch_size, "base answers",
+                                **decoding)
+    return losses, answer_rows(records, base, tuned)
+
+
+def score_predictions(rows: list[dict], losses: dict, encoder: str = DEFAULT_ENCODER) -> dict:
+    """Add per-answer scores to ``rows`` and return both sides' summaries and the paired gain."""
+    references = [r["reference"] for r in rows]
+    report: dict = {"questions": len(rows)}
+    for side in SIDES:
+        answers = [r[side] for r in rows]
+        similarity, rouge = semantic_similarity(answers, references, encoder), rouge_l(answers, references)
+        for row, s, g in zip(rows, similarity, rouge):
+            row[f"similarity_{side}"], row[f"rougeL_{side}"] = s, g
+        report[side] = {
+            **losses[side], "similarity": summarise(similarity), "rougeL": summarise(rouge), **answer_lengths(answers),
+            "not_stopped": sum(1 for r in rows if not r.get(f"{side}_stopped", True)),
+        }
+    report["reference_words_mean"] = answer_lengths(references)["answer_words_mean"]
+    report["similarity_gain"] = paired_bootstrap([r["similarity_base"] for r in rows],
+                                                 [r["similarity_tuned"] for r in rows])
+    return report
+
+
 def similarity_figure(base: list[float], tuned: list[float], title: str):
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(8, 4.5), dpi=110, layout="constrained")
     axes = figure.add_subplot()
     bins = [i / 20 for i in range(-4, 21)]
     axes.hist(base, bins=bins, alpha=0.55, color="tab:gray", label=f"base (mean {sum(base) / len(base):.3f})")
     axes.hist(tuned, bins=bins, alpha=0.55, color="tab:blue", label=f"tuned (mean {sum(tuned) / len(tuned):.3f})")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of questions are whole numbers
     axes.set_xlabel("cosine similarity to the reference answer")
     axes.set_ylabel("questions")
     axes.set_title(title)
@@ -77,12 +142,13 @@ def similarity_figure(base: list[float], tuned: list[float], title: str):
 
 
 def markdown_report(report: dict, rows: list[dict], examples: int = 3) -> str:
-    base, tuned = report["base"], report["tuned"]
+    base, tuned, gain = report["base"], report["tuned"], report["similarity_gain"]
     lines = [
         f"# Evaluation of `{report['run_dir']}` on {report['split']} ({report['questions']} questions)",
         "",
         f"Base model `{report['base_model']}`; encoder `{report['encoder']}`; greedy, "
-        f"max_new_tokens={report['max_new_tokens']}.",
+        f"max_new_tokens={report['max_new_tokens']}, {report['decoding']}. Similarity gain (tuned - base): {gain['mean']:+.4f}, "
+        f"paired bootstrap 95% CI [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}].",
         "",
         "| metric | base | tuned | change |",
         "|---|---|---|---|",
@@ -91,11 +157,13 @@ def markdown_report(report: dict, rows: list[dict], examples: int = 3) -> str:
         ("eval loss", "eval_loss", None), ("perplexity", "perplexity", None),
         ("similarity (mean)", "similarity", "mean"), ("similarity (median)", "similarity", "median"),
         ("ROUGE-L (mean)", "rougeL", "mean"), ("ROUGE-L (median)", "rougeL", "median"),
+        ("answer length (mean words)", "answer_words_mean", None), ("empty answers", "empty_answers", None),
+        ("answers under 10 words", "short_answers", None), ("answers cut at max_new_tokens", "not_stopped", None),
     ]:
         b = base[key][sub] if sub else base[key]
         t = tuned[key][sub] if sub else tuned[key]
         lines.append(f"| {label} | {b} | {t} | {t - b:+.4g} |")
-    lines += ["", "## Examples", ""]
+    lines += ["", f"References: {report['reference_words_mean']} words on average.", "", "## Examples", ""]
     for row in rows[:examples]:
         lines += [
             f"**Question:** {row['question']}", "",
@@ -107,49 +175,31 @@ def markdown_report(report: dict, rows: list[dict], examples: int = 3) -> str:
 
 
 def evaluate_run(run_dir: Path, split: str, limit: int | None, max_new_tokens: int, batch_size: int,
-                 encoder: str, out_dir: Path | None = None) -> dict:
+                 encoder: str, out_dir: Path | None = None, **decoding) -> dict:
     recipe = load_run_recipe(run_dir)
     data_path = split_path(recipe.recipe.data_dir, split)
     dataset = load_split(recipe.recipe.data_dir, split)  # checks the file and names the fix if missing
     records = read_records(data_path, limit)
     if limit:
         dataset = dataset.select(range(len(records)))
-    prompt_format = detect_prompt_format(records[0])
     tokenizer = load_run_tokenizer(run_dir)
     model = load_adapter_model(run_dir, recipe)
     dataset, truncation = audit_truncation(dataset, tokenizer, recipe.training.max_length, split, truncates=True)
 
-    losses = loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size)
-    questions = [r["question"] for r in records]
-    references = [r["answer"] for r in records]
-    tuned_answers = generate_answers(model, tokenizer, questions, prompt_format, max_new_tokens, batch_size, "tuned")
-    with model.disable_adapter():
-        base_answers = generate_answers(model, tokenizer, questions, prompt_format, max_new_tokens, batch_size, "base")
-
-    scores = {
-        "base": (semantic_similarity(base_answers, references, encoder), rouge_l(base_answers, references)),
-        "tuned": (semantic_similarity(tuned_answers, references, encoder), rouge_l(tuned_answers, references)),
-    }
+    losses, rows = predict(model, tokenizer, recipe, records, dataset, max_new_tokens, batch_size, **decoding)
     report = {
-        "run_dir": str(run_dir), "split": split, "questions": len(records), "prompt_format": prompt_format,
+        "run_dir": str(run_dir), "split": split, "prompt_format": detect_prompt_format(records[0]),
         "base_model": recipe.model.model_name_or_path, "encoder": encoder, "encoder_loaded_from": resolve_encoder(encoder),
-        "max_new_tokens": max_new_tokens,
+        "max_new_tokens": max_new_tokens, "decoding": {"do_sample": False, **decoding},
         "truncation": truncation.as_dict(),
+        **score_predictions(rows, losses, encoder),
     }
-    for side, (similarity, rouge) in scores.items():
-        report[side] = {**losses[side], "similarity": summarise(similarity), "rougeL": summarise(rouge),
-                        "answer_words_mean": round(sum(len(a.split()) for a in (base_answers if side == "base" else tuned_answers)) / len(records), 1)}
-    rows = [
-        {"question": q, "reference": ref, "base": b, "tuned": t,
-         "similarity_base": sb, "similarity_tuned": st, "rougeL_base": rb, "rougeL_tuned": rt}
-        for q, ref, b, t, sb, st, rb, rt in zip(questions, references, base_answers, tuned_answers,
-                                                scores["base"][0], scores["tuned"][0], scores["base"][1], scores["tuned"][1])
-    ]
     out = out_dir or run_dir / f"eval-{split}"
     atomic_write_text(out / "eval_report.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / "eval_report.md", markdown_report(report, rows))
     atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    figure = similarity_figure(scores["base"][0], scores["tuned"][0], f"{recipe.name}: similarity on {split}")
+    figure = similarity_figure([r["similarity_base"] for r in rows], [r["similarity_tuned"] for r in rows],
+                               f"{recipe.name}: similarity on {split}")
     atomic_save_figure(figure, out / "similarity.png")
     report["out_dir"] = str(out)
     return report
@@ -162,6 +212,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N questions only")
     parser.add_argument("--max_new_tokens", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--repetition_penalty", type=float, default=DEFAULT_REPETITION_PENALTY,
+                        help="greedy decoding with this repetition penalty (1.0: plain greedy, which loops after "
+                        "fine-tuning; bench/README.md)")
+    parser.add_argument("--no_repeat_ngram_size", type=int, default=0, help="forbid repeating any n-gram (0: off)")
     parser.add_argument("--encoder", default=DEFAULT_ENCODER, help="sentence-transformers model for similarity")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default RUN_DIR/eval-SPLIT)")
     return parser
@@ -171,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         report = evaluate_run(args.run_dir, args.split, args.limit, args.max_new_tokens, args.batch_size,
-                              args.encoder, args.out)
+                              args.encoder, args.out, repetition_penalty=args.repetition_penalty,
+                              no_repeat_ngram_size=args.no_repeat_ngram_size)
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

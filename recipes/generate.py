@@ -1,7 +1,7 @@
 """``python -m recipes.generate RUN_DIR "question" [...]`` or ``--file questions.txt``.
 
 Answers questions with the base model + the run's adapter, in the prompt format the run
-trained on (greedy, stopping at EOS). ``--base`` answers with the base model alone.
+trained on (greedy with a repetition penalty, stopping at EOS). ``--base`` answers with the base model alone.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from preprocess.prompt_format import detect_prompt_format
 from recipes.data import split_path
 from recipes.errors import RecipeError
-from recipes.generation import generate_answers
+from recipes.generation import DEFAULT_REPETITION_PENALTY, generate_answers
 from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
 
 
@@ -45,6 +45,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--file", type=Path, default=None, help="text file with one question per line")
     parser.add_argument("--max_new_tokens", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--repetition_penalty", type=float, default=DEFAULT_REPETITION_PENALTY,
+                        help="greedy decoding with this repetition penalty (1.0: plain greedy, which loops after "
+                        "fine-tuning; bench/README.md)")
+    parser.add_argument("--no_repeat_ngram_size", type=int, default=0, help="forbid repeating any n-gram (0: off)")
     parser.add_argument("--base", action="store_true", help="answer with the base model, adapter disabled")
     return parser
 
@@ -60,13 +64,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     prompt_format = run_prompt_format(recipe)
+    source = "the base model alone, adapter disabled" if args.base else "the base model + this run's adapter"
+    print(f"Answers of {source} ({recipe.model.model_name_or_path}; {prompt_format} prompt format, greedy, "
+          f"repetition penalty {args.repetition_penalty}):\n")
+    decoding = dict(repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
     if args.base:
         with model.disable_adapter():
-            answers = generate_answers(model, tokenizer, questions, prompt_format, args.max_new_tokens, args.batch_size)
+            answers = generate_answers(model, tokenizer, questions, prompt_format, args.max_new_tokens, args.batch_size,
+                                       **decoding)
     else:
-        answers = generate_answers(model, tokenizer, questions, prompt_format, args.max_new_tokens, args.batch_size)
+        answers = generate_answers(model, tokenizer, questions, prompt_format, args.max_new_tokens, args.batch_size,
+                                   **decoding)
     for question, answer in zip(questions, answers):
-        print(f"Question: {question}\nAnswer: {answer}\n")
+        print(f"Question: {question}\nAnswer: {answer.text}\n")
     return 0
 
 

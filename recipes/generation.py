@@ -8,15 +8,33 @@ exactly as it learned.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from preprocess.prompt_format import PromptFormat, build_messages, build_prompt
 
 
+# Greedy decoding of a fine-tuned SmolLM2 repeated one sentence until max_new_tokens in 30 of 48
+# answers; a penalty of 1.2 ended those loops and was the decoding the quality sweep chose
+# (bench/README.md). The CLIs and the GenerationEval plugin default to it; 1.0 is plain greedy.
+DEFAULT_REPETITION_PENALTY = 1.2
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One generated answer; ``stopped`` is False when it ran into ``max_new_tokens`` instead of EOS."""
+
+    text: str
+    new_tokens: int
+    stopped: bool
+
+
 def prompt_text(question: str, prompt_format: PromptFormat, tokenizer) -> str:
-    """The text the model sees before its answer (chat: rendered by the tokenizer's template)."""
-    if prompt_format == "chat":
-        return tokenizer.apply_chat_template(build_messages(question), add_generation_prompt=True, tokenize=False)
-    return build_prompt(question)
+    """The text the model sees before its answer (chat formats: rendered by the tokenizer's template)."""
+    if prompt_format == "completion":
+        return build_prompt(question)
+    return tokenizer.apply_chat_template(
+        build_messages(question, prompt_format), add_generation_prompt=True, tokenize=False
+    )
 
 
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:
@@ -32,30 +50,42 @@ def generate_answers(
     max_new_tokens: int = 256,
     batch_size: int = 8,
     description: str = "generating",
-) -> list[str]:
-    """Greedy answers, left-padded batches, stopping at EOS; returns the decoded answers."""
+    progress: bool = True,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+) -> list[Answer]:
+    """Greedy answers, left-padded batches, stopping at EOS.
+
+    ``repetition_penalty`` (> 1 discourages tokens already in the text) and
+    ``no_repeat_ngram_size`` (forbids repeating any n-gram) are transformers' guards against
+    the loops greedy decoding falls into; 1.0 and 0 leave decoding purely greedy. The
+    tokenizer is left as it was: left padding is asked for per call, not set on it.
+    """
     import torch
     from tqdm.auto import tqdm
 
-    tokenizer.padding_side = "left"  # generation continues from the right end of every row
     texts = [prompt_text(q, prompt_format, tokenizer) for q in questions]
     # Training tokenized the plain prompt with the tokenizer's special tokens (BOS); a chat
     # template writes its own BOS, so it must not be added twice.
-    add_special = prompt_format != "chat"
-    answers: list[str] = []
+    add_special = prompt_format == "completion"
+    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    answers: list[Answer] = []
     device = next(model.parameters()).device
-    with tqdm(total=len(texts), desc=description, unit="q") as progress:
+    with tqdm(total=len(texts), desc=description, unit="question", disable=not progress) as bar:
         for batch in _batches(texts, batch_size):
-            encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=add_special).to(device)
+            encoded = tokenizer(
+                batch, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=add_special
+            ).to(device)
             with torch.no_grad():
                 output = model.generate(
-                    **encoded,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=tokenizer.pad_token_id,
+                    **encoded, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id,
+                    repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                    use_cache=True,  # training may have turned the cache off (activation checkpointing)
                 )
-            new_tokens = output[:, encoded["input_ids"].shape[1] :]
-            answers.extend(t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-            progress.update(len(batch))
+            for row in output[:, encoded["input_ids"].shape[1] :].tolist():
+                stopped = eos_id in row
+                kept = row[: row.index(eos_id)] if stopped else [t for t in row if t != pad_id]
+                text = tokenizer.decode(kept, skip_special_tokens=True).strip()
+                answers.append(Answer(text=text, new_tokens=len(kept), stopped=stopped))
+            bar.update(len(batch))
     return answers

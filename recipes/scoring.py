@@ -1,15 +1,19 @@
-"""Answer quality against the reference: semantic similarity and ROUGE-L.
+"""Answer quality against the reference: semantic similarity, ROUGE-L, length, and a paired CI.
 
 Similarity is the cosine between sentence-transformers embeddings (default
 ``sentence-transformers/all-MiniLM-L6-v2``); ROUGE-L is Google's ``rouge-score``
 implementation (F-measure, stemmed). Both are per answer; the report summarises them.
+Comparisons of two models on the same questions carry a paired bootstrap 95% interval,
+because with a few dozen questions a difference of a few points can be noise.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+SHORT_ANSWER_WORDS = 10  # an answer under this many words is counted as short
 
 
 def resolve_encoder(name: str) -> str:
@@ -26,13 +30,26 @@ def resolve_encoder(name: str) -> str:
     return name
 
 
-def semantic_similarity(predictions: list[str], references: list[str], encoder: str = DEFAULT_ENCODER) -> list[float]:
-    """Cosine similarity of each prediction to its reference."""
+_ENCODERS: dict[tuple[str, str], object] = {}
+
+
+def load_encoder(encoder: str = DEFAULT_ENCODER, device: str = "cpu"):
+    """The sentence-transformers model, loaded once per process (evaluations during training reuse it)."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(resolve_encoder(encoder), device="cpu")
-    pred = model.encode(predictions, convert_to_tensor=True, normalize_embeddings=True)
-    ref = model.encode(references, convert_to_tensor=True, normalize_embeddings=True)
+    key = (encoder, device)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = SentenceTransformer(resolve_encoder(encoder), device=device)
+    return _ENCODERS[key]
+
+
+def semantic_similarity(
+    predictions: list[str], references: list[str], encoder: str = DEFAULT_ENCODER, device: str = "cpu"
+) -> list[float]:
+    """Cosine similarity of each prediction to its reference."""
+    model = load_encoder(encoder, device)
+    pred = model.encode(predictions, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
+    ref = model.encode(references, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
     return [round(float(x), 6) for x in (pred * ref).sum(dim=1)]
 
 
@@ -55,3 +72,31 @@ def summarise(values: list[float]) -> dict[str, float]:
         "min": round(ordered[0], 4),
         "max": round(ordered[-1], 4),
     }
+
+
+def answer_lengths(answers: list[str]) -> dict[str, float | int]:
+    """Mean words, and how many answers are empty or short: the failure a loss curve does not show."""
+    words = [len(a.split()) for a in answers]
+    return {
+        "answer_words_mean": round(statistics.fmean(words), 1) if words else 0.0,
+        "empty_answers": sum(1 for w in words if w == 0),
+        "short_answers": sum(1 for w in words if w < SHORT_ANSWER_WORDS),
+    }
+
+
+def paired_bootstrap(
+    base: list[float], tuned: list[float], resamples: int = 10_000, seed: int = 0
+) -> dict[str, float | list[float]]:
+    """Mean of ``tuned - base`` over the same questions, with a percentile bootstrap 95% interval.
+
+    Questions are resampled with replacement and both scores of a question move together
+    (paired), so the interval reflects how much the gain depends on which questions were asked.
+    """
+    if len(base) != len(tuned) or not base:
+        raise ValueError("paired_bootstrap needs two equally long, non-empty score lists")
+    gains = [t - b for b, t in zip(base, tuned)]
+    rng = random.Random(seed)
+    n = len(gains)
+    means = sorted(sum(gains[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    low, high = means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+    return {"mean": round(statistics.fmean(gains), 4), "ci95": [round(low, 4), round(high, 4)], "questions": n}

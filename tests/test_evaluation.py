@@ -108,7 +108,7 @@ def test_generation_uses_the_training_prompt_and_left_padding(in_work_dir):
         manual = model.generate(**encoded, max_new_tokens=12, do_sample=False,
                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     expected = tokenizer.decode(manual[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-    assert batched[0] == expected
+    assert batched[0].text == expected
 
 
 def test_generate_cli(in_work_dir, tmp_path, capsys):
