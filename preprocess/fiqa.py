@@ -130,7 +130,8 @@ def make_parser() -> argparse.ArgumentParser:
         dest="prompt_format",
         choices=PROMPT_FORMATS,
         default="completion",
-        help="completion: plain prompt/completion text; chat: system/user/assistant messages",
+        help="completion: plain prompt/completion text; chat: system/user/assistant messages for the model's chat "
+        "template; nemotron-chat: Nemotron-Nano's convention (system `detailed thinking off`, instructions in the user turn)",
     )
     parser.add_argument(
         "--on-bad-row",
