@@ -55,6 +55,9 @@ def check_ranges(v: dict[str, Any]) -> list[str]:
     return problems
 
 
+GENERATION_EVAL = "plugins.generation_eval.GenerationEval"
+
+
 def check_combinations(v: dict[str, Any]) -> list[str]:
     problems = []
     if v["packing"] and v["max_length"] is None:
@@ -80,6 +83,13 @@ def check_combinations(v: dict[str, Any]) -> list[str]:
                     f"`save_steps` ({v['save_steps']}) is not a multiple of `eval_steps` ({eval_steps}), so the best "
                     "evaluated step may have no checkpoint. Make save_steps a multiple of eval_steps (equal is simplest)."
                 )
+    metric = str(v.get("metric_for_best_model") or "")
+    answer_metrics = ("similarity", "rougeL", "answer_words", "short_answers")
+    if metric.removeprefix("eval_") in answer_metrics and GENERATION_EVAL not in (v.get("plugins") or []):
+        problems.append(
+            f"`metric_for_best_model: {metric}` is computed by the plugin {GENERATION_EVAL}, which the recipe does not "
+            "list. Add it to `plugins:`, or choose by eval_loss."
+        )
     if not v.get("model_name_or_path"):
         problems.append("`model_name_or_path` is not set: name a hub model or a local folder.")
     return problems

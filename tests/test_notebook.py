@@ -31,5 +31,6 @@ def test_notebook_runs_on_the_smoke_recipe(tmp_path, monkeypatch):
     assert "A (base model):" in text
     assert str(output_dir / "adapter_model.safetensors") in text
     images = [o for o in outputs if o.output_type in ("display_data", "execute_result") and "image/png" in o.get("data", {})]
-    assert len(images) >= 3  # the histogram, the loss chart and the learning-rate chart
+    assert len(images) >= 4  # the histogram, the loss and learning-rate charts, the similarity histogram
+    assert "Similarity gain (tuned - base)" in text and "| eval loss |" in text
     assert (output_dir / "loss.png").is_file() and (output_dir / "adapter_model.safetensors").is_file()

@@ -249,4 +249,4 @@ def test_every_shipped_recipe_parses():
     for path in sorted((REPO_ROOT / "recipes").glob("*.yaml")):
         recipe = parse_recipe([str(path), "--use_cpu", "true"], check_environment=False)
         assert recipe.training.output_dir and recipe.training.completion_only_loss is True, path.name
-        assert {type(p).__name__ for p in recipe.plugins} == {"Throughput", "LossCurves"}, path.name
+        assert {"Throughput", "LossCurves"} <= {type(p).__name__ for p in recipe.plugins}, path.name

@@ -295,3 +295,11 @@ def test_fsdp_launch_of_a_4bit_recipe_needs_a_floating_point_storage(monkeypatch
     # where each FSDP process loads the model: a 4-bit copy on its own GPU, a bf16 one on the CPU
     assert fsdp_device_map(SimpleNamespace(load_in_4bit=True, load_in_8bit=False)) == {"": 0}
     assert fsdp_device_map(SimpleNamespace(load_in_4bit=False, load_in_8bit=False)) is None
+
+
+def test_the_chat_recipe_is_the_qlora_recipe_in_nemotron_chat_format():
+    qlora = parse_recipe([str(RECIPES / "nemotron_fiqa_qlora.yaml"), *ON_CPU], check_environment=False).resolved
+    chat = parse_recipe([str(RECIPES / "nemotron_fiqa_chat_qlora.yaml"), *ON_CPU], check_environment=False).resolved
+    changed = {k for k in set(qlora) | set(chat) if qlora.get(k) != chat.get(k)}
+    assert changed == {"data_dir", "output_dir", "plugins", "generation_eval_questions", "generation_eval_max_new_tokens"}
+    assert chat["data_dir"] == "data/fiqa-nemotron-chat" and "plugins.generation_eval.GenerationEval" in chat["plugins"]

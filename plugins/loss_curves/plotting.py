@@ -66,6 +66,17 @@ def single_metric_figure(rows: Rows, key: str, title: str, ylabel: str, color: s
     return figure
 
 
+def answer_quality_figure(rows: Rows, title: str) -> Figure:
+    """Similarity and ROUGE-L of the answers generated at each evaluation (plugins.generation_eval)."""
+    figure, axes = _axes(f"{title}: answer quality on validation questions", "score vs reference")
+    for key, color in (("eval_similarity", "tab:blue"), ("eval_rougeL", "tab:orange")):
+        steps, values = series(rows, key, kind="eval")
+        if steps:
+            axes.plot(steps, values, color=color, marker="o", linewidth=2, label=key)
+    axes.legend()
+    return figure
+
+
 def comparison_figure(runs: dict[str, Rows], smoothing: float = 0.9) -> Figure:
     """Smoothed training loss and validation loss of several runs on one chart."""
     figure, axes = _axes("loss: " + " vs ".join(runs), "loss")
@@ -82,7 +93,7 @@ def comparison_figure(runs: dict[str, Rows], smoothing: float = 0.9) -> Figure:
 
 
 def render_run_charts(rows: Rows, out_dir: str | Path, title: str, smoothing: float = 0.9) -> list[Path]:
-    """Write loss.png, learning_rate.png, grad_norm.png (and throughput.png when logged)."""
+    """Write loss.png, learning_rate.png, grad_norm.png (and throughput.png, answer_quality.png when logged)."""
     out = Path(out_dir)
     written = [atomic_save_figure(loss_figure(rows, title, smoothing), out / "loss.png")]
     charts = [
@@ -93,4 +104,6 @@ def render_run_charts(rows: Rows, out_dir: str | Path, title: str, smoothing: fl
     for key, what, ylabel, color, name in charts:
         if series(rows, key)[0]:
             written.append(atomic_save_figure(single_metric_figure(rows, key, f"{title}: {what}", ylabel, color), out / name))
+    if series(rows, "eval_similarity", kind="eval")[0]:
+        written.append(atomic_save_figure(answer_quality_figure(rows, title), out / "answer_quality.png"))
     return written

@@ -1,0 +1,136 @@
+"""Answer quality during training: greedy answers to validation questions at every evaluation.
+
+A falling loss does not promise better answers (bench/README.md shows a run where it did
+not), so this plugin asks the model being trained a fixed subset of the evaluation
+split's questions at every evaluation, in the run's own prompt format, and scores the
+answers like ``recipes.evaluate``::
+
+    plugins:
+      - plugins.generation_eval.GenerationEval
+    generation_eval_questions: 16          # the first 16 questions of eval_split (0: all)
+    metric_for_best_model: eval_similarity # keep the checkpoint whose answers are best
+    greater_is_better: true
+
+Each evaluation gains ``eval_similarity`` (mean cosine to the reference), ``eval_rougeL``,
+``eval_answer_words`` (mean length) and ``eval_short_answers`` (share of answers that are
+empty or under 10 words). They are added to the evaluation's metrics, so
+``metric_for_best_model`` can choose by them, and logged as an entry of their own at the
+same step, so the metrics files and the ``answer_quality.png`` chart of the loss-curves
+plugin carry them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from transformers import TrainerCallback
+
+from plugins.base import RecipePlugin
+from recipes.errors import RecipeError
+from recipes.generation import DEFAULT_REPETITION_PENALTY
+from recipes.scoring import DEFAULT_ENCODER, SHORT_ANSWER_WORDS
+
+GENERATION_METRICS = ("eval_similarity", "eval_rougeL", "eval_answer_words", "eval_short_answers")
+
+
+@dataclass
+class GenerationEvalConfig:
+    generation_eval_questions: int = field(
+        default=16, metadata={"help": "How many questions of eval_split (the first N) to answer at each evaluation; 0: all."}
+    )
+    generation_eval_max_new_tokens: int = field(
+        default=256, metadata={"help": "Longest answer, in tokens, generated at each evaluation."}
+    )
+    generation_eval_batch_size: int = field(default=16, metadata={"help": "Questions generated together (left-padded)."})
+    generation_eval_repetition_penalty: float = field(
+        default=DEFAULT_REPETITION_PENALTY,
+        metadata={"help": "transformers' repetition_penalty for the greedy answers (1.0: none); 1.2 stops the loops "
+                  "greedy decoding falls into after fine-tuning (bench/README.md)."},
+    )
+    generation_eval_encoder: str = field(
+        default=DEFAULT_ENCODER, metadata={"help": "sentence-transformers model for the similarity score."}
+    )
+
+
+class GenerationEvalCallback(TrainerCallback):
+    """Generates and scores at ``on_evaluate``, on every process (FSDP needs all ranks in a forward)."""
+
+    def __init__(self, records: list[dict], prompt_format: str, config: GenerationEvalConfig) -> None:
+        self.questions = [r["question"] for r in records]
+        self.references = [r["answer"] for r in records]
+        self.prompt_format = prompt_format
+        self.config = config
+        self.trainer = None  # set by GenerationEval.on_trainer_ready, to log through the trainer
+
+    def score(self, model, tokenizer) -> dict[str, float]:
+        from recipes.generation import generate_answers
+        from recipes.scoring import rouge_l, semantic_similarity
+
+        was_training = model.training
+        model.eval()
+        try:
+            answers = generate_answers(
+                model, tokenizer, self.questions, self.prompt_format, self.config.generation_eval_max_new_tokens,
+                self.config.generation_eval_batch_size, "answering validation questions",
+                repetition_penalty=self.config.generation_eval_repetition_penalty,
+            )
+        finally:
+            model.train(was_training)
+        texts = [a.text for a in answers]
+        similarity = semantic_similarity(texts, self.references, self.config.generation_eval_encoder)
+        rouge = rouge_l(texts, self.references)
+        words = [len(t.split()) for t in texts]
+        n = len(texts)
+        return {
+            "eval_similarity": round(sum(similarity) / n, 4),
+            "eval_rougeL": round(sum(rouge) / n, 4),
+            "eval_answer_words": round(sum(words) / n, 1),
+            "eval_short_answers": round(sum(w < SHORT_ANSWER_WORDS for w in words) / n, 4),
+        }
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, processing_class=None, **kwargs):
+        if metrics is None or model is None or processing_class is None:
+            return
+        scores = self.score(model, processing_class)
+        metrics.update(scores)  # the dict the trainer picks the best checkpoint from
+        if self.trainer is not None:
+            self.trainer.log(dict(scores))  # into log_history, trainer_state.json and the metrics files
+
+
+class GenerationEval(RecipePlugin):
+    """Scores greedy answers to validation questions at every evaluation."""
+
+    config_class = GenerationEvalConfig
+    order = 0  # after throughput, before the loss-curves writer renders at on_evaluate
+
+    def on_recipe_parsed(self, recipe) -> None:
+        config = self.config
+        if config.generation_eval_questions < 0 or config.generation_eval_max_new_tokens < 1 or \
+                config.generation_eval_batch_size < 1 or config.generation_eval_repetition_penalty <= 0:
+            raise RecipeError(
+                "the GenerationEval keys must be: generation_eval_questions >= 0, generation_eval_max_new_tokens >= 1, "
+                "generation_eval_batch_size >= 1, generation_eval_repetition_penalty > 0."
+            )
+        if str(getattr(recipe.training.eval_strategy, "value", recipe.training.eval_strategy)) == "no":
+            raise RecipeError(
+                "plugins.generation_eval.GenerationEval answers questions at each evaluation, but `eval_strategy` is "
+                "`no`. Set `eval_strategy: steps` (with `eval_steps`) or `epoch`, or remove the plugin."
+            )
+
+    def callbacks(self, recipe) -> list[TrainerCallback]:
+        from preprocess.prompt_format import detect_prompt_format
+        from recipes.data import split_path
+
+        path = split_path(recipe.recipe.data_dir, recipe.recipe.eval_split)
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not records:
+            raise RecipeError(f"{path} holds no questions for plugins.generation_eval.GenerationEval to ask.")
+        wanted = self.config.generation_eval_questions
+        subset = records[:wanted] if wanted else records
+        return [GenerationEvalCallback(subset, detect_prompt_format(records[0]), self.config)]
+
+    def on_trainer_ready(self, trainer, recipe) -> None:
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, GenerationEvalCallback):
+                callback.trainer = trainer
