@@ -7,7 +7,7 @@ Builds the recipe's ``SFTTrainer`` exactly as ``recipes.run`` does (no training)
 the tokenized training examples TRL made, then counts, over every example:
 
 - where the supervised tokens begin: is the unsupervised part exactly the prompt that
-  ``recipes.generation`` sends at inference (same tokens, special tokens included)?
+  ``recipes.answers`` sends at inference (same tokens, special tokens included)?
 - how each example ends: is the EOS that generation stops on supervised at its end,
   and is the pad token (distinct from EOS) never supervised?
 - truncation: how many examples lose their end (and so their EOS) to ``max_length``;
@@ -26,7 +26,7 @@ import sys
 def audit(argv: list[str]) -> dict:
     from recipes.config import parse_recipe
     from recipes.data import split_path
-    from recipes.generation import prompt_text
+    from recipes.answers import prompt_text
     from preprocess.prompt_format import detect_prompt_format
     from recipes.run import build_trainer
 

@@ -135,7 +135,7 @@ def run_trial(trial: dict, model_dir: Path, data: Path, work: Path, max_new_toke
 
     from recipes.data import audit_truncation, load_split
     from recipes.evaluate import answer_rows, loss_and_perplexity
-    from recipes.generation import generate_answers
+    from recipes.answers import generate_answers
     from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
 
     started = time.perf_counter()

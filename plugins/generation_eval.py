@@ -28,7 +28,7 @@ from transformers import TrainerCallback
 
 from plugins.base import RecipePlugin
 from recipes.errors import RecipeError
-from recipes.generation import DEFAULT_REPETITION_PENALTY
+from recipes.answers import DEFAULT_REPETITION_PENALTY
 from recipes.scoring import DEFAULT_ENCODER, SHORT_ANSWER_WORDS
 
 GENERATION_METRICS = ("eval_similarity", "eval_rougeL", "eval_answer_words", "eval_short_answers")
@@ -64,7 +64,7 @@ class GenerationEvalCallback(TrainerCallback):
         self.trainer = None  # set by GenerationEval.on_trainer_ready, to log through the trainer
 
     def score(self, model, tokenizer) -> dict[str, float]:
-        from recipes.generation import generate_answers
+        from recipes.answers import generate_answers
         from recipes.scoring import rouge_l, semantic_similarity
 
         was_training = model.training

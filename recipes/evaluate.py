@@ -24,7 +24,7 @@ from preprocess.atomic_io import atomic_save_figure, atomic_write_text
 from preprocess.prompt_format import detect_prompt_format
 from recipes.data import audit_truncation, load_split, split_path
 from recipes.errors import RecipeError
-from recipes.generation import DEFAULT_REPETITION_PENALTY, Answer, generate_answers
+from recipes.answers import DEFAULT_REPETITION_PENALTY, Answer, generate_answers
 from recipes.scoring import (
     DEFAULT_ENCODER,
     answer_lengths,
@@ -92,7 +92,7 @@ def predict(model, tokenizer, recipe, records: list[dict], dataset, max_new_toke
             **decoding) -> tuple[dict, list[dict]]:
     """Losses of both sides and one row per question with both answers, unscored.
 
-    ``decoding`` goes to :func:`recipes.generation.generate_answers` (repetition guards).
+    ``decoding`` goes to :func:`recipes.answers.generate_answers` (repetition guards).
     """
     prompt_format = detect_prompt_format(records[0])
     losses = loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size)

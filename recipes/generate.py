@@ -14,7 +14,7 @@ from pathlib import Path
 from preprocess.prompt_format import detect_prompt_format
 from recipes.data import split_path
 from recipes.errors import RecipeError
-from recipes.generation import DEFAULT_REPETITION_PENALTY, generate_answers
+from recipes.answers import DEFAULT_REPETITION_PENALTY, generate_answers
 from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
 
 

@@ -66,24 +66,34 @@ class PreemptionCallback(TrainerCallback):
 
 
 class NonFiniteLossGuard(TrainerCallback):
-    """Stop at the first optimizer step whose loss is NaN or infinite, saving nothing after it.
+    """Stop once the training loss or gradient norm turns NaN or infinite, saving nothing after it.
 
-    The trainer keeps the running loss since the last log on the device (``_tr_loss``);
-    once a NaN enters it, it stays NaN, so checking it at each step end catches the step.
+    It reads what the trainer logs (``loss``, ``grad_norm``), so it costs nothing between logs;
+    a NaN loss makes the gradient norm NaN too, so it is caught even when
+    ``logging_nan_inf_filter`` hides the loss itself. A checkpoint due between two logs is
+    checked first: the trainable weights, which a NaN update leaves non-finite, are tested
+    once per checkpoint, never per step.
     """
 
     def __init__(self) -> None:
-        self.trainer = None
         self.tripped_at_step: int | None = None
 
-    def on_step_end(self, args, state, control, **kwargs):
-        running = getattr(self.trainer, "_tr_loss", None)
-        if running is None:
+    def _trip(self, state, control) -> None:
+        self.tripped_at_step = state.global_step
+        control.should_save = False
+        control.should_evaluate = False
+        control.should_training_stop = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        values = [logs.get(key) for key in ("loss", "grad_norm")] if logs else []
+        if any(isinstance(v, (int, float)) and not math.isfinite(v) for v in values):
+            self._trip(state, control)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if not control.should_save or model is None or self.tripped_at_step is not None:
             return
-        value = float(running.detach().sum().item())
-        if any_process(not math.isfinite(value)):
-            self.tripped_at_step = state.global_step
-            control.should_save = False
-            control.should_evaluate = False
-            control.should_log = False
-            control.should_training_stop = True
+        import torch
+
+        finite = all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
+        if any_process(not finite):
+            self._trip(state, control)

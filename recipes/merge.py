@@ -22,13 +22,25 @@ def merge_run(run_dir: Path, out_dir: Path, overwrite: bool = False) -> Path:
         raise RecipeError(f"--out {out_dir} exists and is not empty. Choose a new folder or pass --overwrite.")
     recipe = load_run_recipe(run_dir)
     tokenizer = load_run_tokenizer(run_dir)
-    model = load_adapter_model(run_dir, recipe, quantized=False).merge_and_unload()
+    # In the recipe's own dtype, on a CPU too: a bf16 run merges into a bf16 model, as its base is.
+    model = load_adapter_model(run_dir, recipe, quantized=False, keep_dtype=True).merge_and_unload()
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    staging.rename(out_dir)  # the merged model appears whole or not at all
+    # The old folder (with --overwrite) is moved aside, not deleted, until the new one is in place:
+    # if the new one cannot be put in place, the old one is put back.
+    previous = out_dir.with_name(out_dir.name + ".previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(previous)
+    try:
+        staging.rename(out_dir)  # the merged model appears whole or not at all
+    except OSError:
+        if previous.exists():
+            previous.rename(out_dir)  # put the old model back rather than leave nothing
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
     return out_dir
 
 

@@ -84,7 +84,6 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         for plugin in sorted(recipe.plugins, key=lambda p: p.order)
         for callback in plugin.callbacks(recipe)
     ]
-    args.logging_nan_inf_filter = False  # log a NaN as NaN: the guard below stops on it
     guards = [PreemptionCallback(), NonFiniteLossGuard()]
     trainer = SFTTrainer(
         model=model_args.model_name_or_path,
@@ -96,7 +95,6 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         quantization_config=quantization_config,
         callbacks=[*guards, *plugin_callbacks, *(callbacks or [])],
     )
-    guards[1].trainer = trainer
     for plugin in recipe.plugins:
         plugin.on_trainer_ready(trainer, recipe)
     return trainer, reports
@@ -205,9 +203,19 @@ def run_training(trainer, recipe: Recipe, reports) -> dict:
 
 
 def train(recipe: Recipe, callbacks: list | None = None) -> dict:
-    """Run a parsed recipe end to end; returns the final metrics."""
+    """Run a parsed recipe end to end; returns the final metrics.
+
+    Ends with ``trainer.end()``, as TRL's ``sft.py`` does: trackers are finished and, under
+    several processes, the process group is closed, also after a preemption stop.
+    """
     trainer, reports = build_trainer(recipe, callbacks)
-    return run_training(trainer, recipe, reports)
+    try:
+        metrics = run_training(trainer, recipe, reports)
+    except RunStopped:
+        trainer.end()
+        raise
+    trainer.end()
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,8 +42,13 @@ def load_run_tokenizer(run_dir: str | Path):
         raise loading_error(str(run_dir), exc) from None
 
 
-def load_base_model(recipe: Recipe, quantized: bool = True):
-    """The base model as the recipe loads it; ``quantized=False`` loads a 4-bit recipe's base in its dtype."""
+def load_base_model(recipe: Recipe, quantized: bool = True, keep_dtype: bool = False):
+    """The base model as the recipe loads it; ``quantized=False`` loads a 4-bit recipe's base in its dtype.
+
+    On a CPU a half-precision recipe runs in float32 (faster there, and some ops lack bf16
+    kernels) unless ``keep_dtype``: a merge keeps the recipe's dtype, so its output is the size
+    and precision of the base model.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -54,8 +59,8 @@ def load_base_model(recipe: Recipe, quantized: bool = True):
     if quantization is not None:
         check_accelerator(model_args, recipe.training)
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
-    if not torch.cuda.is_available() and dtype in (torch.bfloat16, torch.float16):
-        dtype = torch.float32  # half precision on a CPU is slow and, for some ops, unsupported
+    if not keep_dtype and not torch.cuda.is_available() and dtype in (torch.bfloat16, torch.float16):
+        dtype = torch.float32
     try:
         return AutoModelForCausalLM.from_pretrained(
             model_args.model_name_or_path,
@@ -70,10 +75,10 @@ def load_base_model(recipe: Recipe, quantized: bool = True):
         raise loading_error(model_args.model_name_or_path, exc) from None
 
 
-def load_adapter_model(run_dir: str | Path, recipe: Recipe, quantized: bool = True):
+def load_adapter_model(run_dir: str | Path, recipe: Recipe, quantized: bool = True, keep_dtype: bool = False):
     """Base model with the run's LoRA adapter attached (``disable_adapter()`` gives the base back)."""
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(load_base_model(recipe, quantized), str(run_dir))
+    model = PeftModel.from_pretrained(load_base_model(recipe, quantized, keep_dtype), str(run_dir))
     model.eval()
     return model

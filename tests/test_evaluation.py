@@ -90,7 +90,7 @@ def test_generation_uses_the_training_prompt_and_left_padding(in_work_dir):
     import torch
 
     from preprocess.prompt_format import build_prompt
-    from recipes.generation import generate_answers, prompt_text
+    from recipes.answers import generate_answers, prompt_text
     from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
 
     recipe = load_run_recipe(in_work_dir)
@@ -150,6 +150,48 @@ def test_merge_gives_a_plain_model_with_the_same_outputs(in_work_dir, tmp_path):
     assert not torch.allclose(actual, base, atol=1e-3)  # the merge changed the weights
 
     assert main([str(in_work_dir), "--out", str(out)]) == 2  # never overwrites silently
+
+
+def test_merge_keeps_the_recipe_dtype_on_a_cpu(in_work_dir, tmp_path):
+    """A bf16 run merged on a CPU machine gives a bf16 model, the size of its base, not float32."""
+    import shutil
+
+    import yaml
+    from safetensors import safe_open
+
+    from recipes.merge import main
+
+    run = tmp_path / "bf16-run"
+    shutil.copytree(in_work_dir, run, ignore=shutil.ignore_patterns("checkpoint-*", "eval-*"))
+    recipe_text = (run / "recipe.yaml").read_text()
+    (run / "recipe.yaml").write_text(yaml.safe_dump({**yaml.safe_load(recipe_text), "dtype": "bfloat16"}))
+    assert main([str(run), "--out", str(tmp_path / "merged")]) == 0
+    with safe_open(str(tmp_path / "merged" / "model.safetensors"), "pt") as weights:
+        dtypes = {weights.get_tensor(name).dtype for name in weights.keys()}
+    import torch
+
+    assert dtypes == {torch.bfloat16}
+
+
+def test_merge_overwrite_puts_the_old_model_back_if_the_new_one_cannot_be_placed(in_work_dir, tmp_path, monkeypatch):
+    from pathlib import Path as _Path
+
+    from recipes.merge import main
+
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "config.json").write_text('{"old": true}')
+    real_rename = _Path.rename
+
+    def failing_rename(self, target):
+        if self.name.endswith(".partial"):
+            raise OSError("disk full")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(_Path, "rename", failing_rename)
+    with pytest.raises(OSError, match="disk full"):
+        main([str(in_work_dir), "--out", str(out), "--overwrite"])
+    assert (out / "config.json").read_text() == '{"old": true}'  # the old model is still there, whole
 
 
 def test_a_gpu_trained_run_can_be_read_on_a_cpu_machine(tmp_path):

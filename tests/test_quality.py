@@ -148,10 +148,10 @@ def test_prompt_formats_round_trip_and_nemotron_puts_instructions_in_the_user_tu
 
 def test_nemotron_chat_trains_on_exactly_the_prompt_generation_sends(tmp_path, fiqa_csv_dir, tiny_model_dir, monkeypatch):
     """With a Llama-3-style chat template: the unsupervised part of every training example is
-    token for token the prompt recipes.generation renders, and each answer ends in a supervised EOS."""
+    token for token the prompt recipes.answers renders, and each answer ends in a supervised EOS."""
     from bench.masking_audit import audit
     from preprocess.fiqa import preprocess
-    from recipes.generation import prompt_text
+    from recipes.answers import prompt_text
 
     data = tmp_path / "nemotron-chat"
     preprocess(data, source_dir=fiqa_csv_dir, prompt_format="nemotron-chat")
@@ -238,7 +238,7 @@ def test_generation_eval_settings_that_cannot_work_are_refused(argv, expected):
 def test_generation_leaves_the_tokenizer_as_it_was_and_says_when_an_answer_was_cut(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from recipes.generation import generate_answers
+    from recipes.answers import generate_answers
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)

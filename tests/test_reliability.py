@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -140,7 +141,11 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(work):
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-10"]  # nothing saved after the NaN
     assert not (run / "adapter_model.safetensors").exists()  # no final adapter from broken weights
     assert json.loads((run / "run_manifest.json").read_text())["status"] == "stopped: non-finite loss"
-    assert all(r <= 12 for r in train_steps(run))
+    steps = train_steps(run)
+    assert max(steps) == 14 and all(r <= 12 for r in steps[:-1])  # the NaN step is logged, as NaN, and is the last
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if r["kind"] == "train"][-1]
+    assert last["step"] == 14 and not math.isfinite(last["loss"])
 
 
 def test_a_finished_run_is_not_overwritten_unless_asked(tmp_path):
@@ -167,6 +172,16 @@ def test_resume_auto_picks_the_newest_complete_checkpoint(tmp_path):
     assert resolve_resume("auto", tmp_path / "empty") is None
     assert resolve_resume(None, tmp_path) is None
     assert resolve_resume(str(tmp_path / "checkpoint-10"), tmp_path) == str(tmp_path / "checkpoint-10")
+
+
+def test_a_checkpoint_due_between_two_logs_is_not_written_from_broken_weights(work):
+    """Logs at steps 7 and 14, checkpoints every 10: the NaN of step 9 is not logged before step 10's
+    checkpoint, so the guard checks the weights a checkpoint would hold."""
+    stopped = run_smoke(work, "--fault", "nan", "--fault_step", "8", "--logging_steps", "7")
+    assert stopped.returncode == 3, stopped.stderr[-3000:]
+    assert "the training loss became NaN or infinite at step 10" in stopped.stderr
+    run = work / "runs" / "smoke"
+    assert not list(run.glob("checkpoint-*")) and not (run / "adapter_model.safetensors").exists()
 
 
 def test_run_manifest_records_provenance(work):

@@ -1,4 +1,5 @@
-"""Batched greedy generation in the training prompt format.
+"""Answers from a model, batched and greedy, in the training prompt format (the library behind the
+``recipes.generate`` and ``recipes.evaluate`` commands and the GenerationEval plugin).
 
 The prompt is rebuilt from the question by ``preprocess.prompt_format`` (the function that
 wrote the training data), in whichever form the run trained on, so the model is asked
