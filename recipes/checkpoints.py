@@ -48,9 +48,10 @@ def is_finished_run(output_dir: str | Path) -> bool:
 
 
 def clear_finished_run(output_dir: str | Path) -> None:
-    """Forget a finished run before overwriting it, so `auto` cannot resume from its checkpoints."""
+    """Forget a finished run before overwriting it: `auto` must not resume from its checkpoints, and its
+    evaluation reports (``eval-*``, written by recipes.evaluate) would describe an adapter that is gone."""
     folder = Path(output_dir)
-    for path in folder.glob("checkpoint-*"):
+    for path in [*folder.glob("checkpoint-*"), *folder.glob("eval-*")]:
         shutil.rmtree(path, ignore_errors=True)
     (folder / MANIFEST_NAME).unlink(missing_ok=True)
 

@@ -18,7 +18,7 @@ def loading_error(name: str, exc: Exception) -> RecipeError:
     return RecipeError(
         f"could not load {name!r} ({type(exc).__name__}: {first_line}). Check `model_name_or_path` (a hub id "
         "or a local folder with config.json and weights), the network (HF_HUB_OFFLINE must be unset to "
-        "download), and `huggingface-cli login` for gated models."
+        "download), and `hf auth login` for gated models."
     )
 
 

@@ -20,6 +20,7 @@ from preprocess.atomic_io import atomic_write_text
 from recipes.config import Recipe, parse_recipe
 from recipes.checkpoints import clear_finished_run, is_finished_run, newest_complete_checkpoint, resolve_resume
 from recipes.errors import RecipeError, RunStopped
+from recipes.model_card import render_model_card
 from recipes.guards import PREEMPTED_EXIT_CODE, NonFiniteLossGuard, PreemptionCallback
 from recipes.provenance import RunManifest
 from recipes.data import audit_truncation, load_split, split_path
@@ -138,7 +139,9 @@ def save_run(trainer, recipe: Recipe, reports, train_metrics: dict, eval_metrics
     trainer.save_state()
     if trainer.is_world_process_zero():
         header = f"# Resolved recipe `{recipe.name}` (from {recipe.path} and command-line overrides).\n"
-        atomic_write_text(out / "recipe.yaml", header + yaml.safe_dump(recipe.resolved, sort_keys=False))
+        # The name goes in too, so a rerun from this file keeps it (its own stem is just "recipe").
+        resolved = {"recipe_name": recipe.name, **{k: v for k, v in recipe.resolved.items() if k != "recipe_name"}}
+        atomic_write_text(out / "recipe.yaml", header + yaml.safe_dump(resolved, sort_keys=False))
         atomic_write_text(out / "data_report.json", json.dumps([r.as_dict() for r in reports], indent=2) + "\n")
 
 
@@ -196,6 +199,9 @@ def run_training(trainer, recipe: Recipe, reports) -> dict:
     for plugin in recipe.plugins:
         plugin.on_train_end(trainer, recipe, metrics)
     if trainer.is_world_process_zero():
+        # After the plugins, so the loss chart the card shows is the final one.
+        has_chart = (Path(args.output_dir) / "loss.png").is_file()
+        atomic_write_text(Path(args.output_dir) / "README.md", render_model_card(recipe, metrics, has_chart))
         manifest.finish("finished", metrics=metrics, best_checkpoint=trainer.state.best_model_checkpoint)
     best = trainer.state.best_model_checkpoint
     say(f"adapter saved to {args.output_dir}" + (f" (best checkpoint: {best})" if best else ""))

@@ -1,7 +1,7 @@
 """Build what the smoke recipe trains on, offline: a FiQA-layout fixture and a tiny Llama.
 
 The smoke recipe runs the whole path (preprocess, train, evaluate, save) on a CPU in
-about a minute with no network, so it needs a model and data that the project makes
+~15 s with no network, so it needs a model and data that the project makes
 itself: a byte-level BPE tokenizer trained on the fixture text, with Llama 3's special
 tokens, and a two-layer Llama initialised from a fixed seed.
 """

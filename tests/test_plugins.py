@@ -250,3 +250,21 @@ def test_every_shipped_recipe_parses():
         recipe = parse_recipe([str(path), "--use_cpu", "true"], check_environment=False)
         assert recipe.training.output_dir and recipe.training.completion_only_loss is True, path.name
         assert {"Throughput", "LossCurves"} <= {type(p).__name__ for p in recipe.plugins}, path.name
+
+
+def test_replot_uses_the_runs_own_smoothing(tmp_path):
+    from plugins.loss_curves.__main__ import run_smoothing
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert run_smoothing(run) == 0.9  # no recipe.yaml: the default
+    (run / "recipe.yaml").write_text("recipe_name: smoke\nloss_curves_smoothing: 0.6\n")
+    assert run_smoothing(run) == 0.6
+
+
+def test_a_series_of_one_point_is_drawn():
+    from plugins.loss_curves.plotting import loss_figure
+
+    rows = [{"step": 1, "kind": "train", "loss": 2.5}]
+    lines = loss_figure(rows, "one step").axes[0].get_lines()
+    assert all(line.get_marker() not in (None, "None", "") for line in lines)  # a marker, or nothing shows

@@ -239,3 +239,15 @@ def test_sharded_fsdp_checkpoints_count_as_complete_once_their_metadata_is_writt
     assert newest_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
     (tmp_path / "checkpoint-4" / "pytorch_model_fsdp_0" / ".metadata").write_bytes(b"plan")
     assert newest_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+
+
+def test_overwriting_a_finished_run_also_forgets_its_evaluation_reports(tmp_path):
+    from recipes.checkpoints import MANIFEST_NAME, clear_finished_run
+
+    for folder in ("checkpoint-10", "eval-test", "eval-validation"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "file.json").write_text("{}")
+    (tmp_path / MANIFEST_NAME).write_text("{}")
+    (tmp_path / "notes.txt").write_text("the user's own file stays")
+    clear_finished_run(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

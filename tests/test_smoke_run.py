@@ -55,6 +55,13 @@ def test_smoke_recipe_trains_evaluates_and_saves(tmp_path):
     assert {r["split"] for r in report} == {"train", "validation"}
     assert "trainable parameters:" in result.stdout and "effective batch 4 examples" in result.stdout
 
+    card = (out / "README.md").read_text()
+    assert "base_model: runs/smoke-assets/tiny-llama" in card and "[None]" not in card
+    assert "FiQA from `runs/smoke-assets/fiqa-csv` (train 38, validation 6, test 6 rows), `completion` prompt" in card
+    assert f"| eval_loss | {round(final_eval, 4)} |" in card and "![training and validation loss](loss.png)" in card
+    assert "| `learning_rate` | 0.01 |" in card
+    assert resolved["recipe_name"] == "smoke"  # a rerun from runs/smoke/recipe.yaml keeps the name
+
 
 def test_bad_recipe_through_python_m_exits_non_zero_without_traceback(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}

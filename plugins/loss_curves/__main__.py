@@ -22,8 +22,28 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("runs", nargs="+", type=Path, help="output_dir of one or more training runs")
     parser.add_argument("--out", type=Path, default=None, help="where to write the PNGs (default: the run dir, "
                         "or the current directory when comparing several runs)")
-    parser.add_argument("--smoothing", type=float, default=0.9, help="EMA weight of the smoothed loss (default 0.9)")
+    parser.add_argument("--smoothing", type=float, default=None,
+                        help="EMA weight of the smoothed loss (default: the run's loss_curves_smoothing from its "
+                        "recipe.yaml, else 0.9)")
     return parser
+
+
+DEFAULT_SMOOTHING = 0.9
+
+
+def run_smoothing(run_dir: Path) -> float:
+    """The smoothing the run drew its own charts with (its resolved recipe), so a re-plot looks the same."""
+    import yaml
+
+    recipe = run_dir / "recipe.yaml"
+    if recipe.is_file():
+        try:
+            value = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("loss_curves_smoothing")
+        except yaml.YAMLError:
+            value = None
+        if isinstance(value, (int, float)):
+            return float(value)
+    return DEFAULT_SMOOTHING
 
 
 def run_names(paths: list[Path]) -> list[str]:
@@ -42,14 +62,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     written = []
+    smoothing = [args.smoothing if args.smoothing is not None else run_smoothing(path) for path in args.runs]
     if len(runs) == 1:
         (name, rows), = runs.items()
-        written += render_run_charts(rows, args.out or args.runs[0], name, args.smoothing)
+        written += render_run_charts(rows, args.out or args.runs[0], name, smoothing[0])
     else:
         out = args.out or Path(".")
-        for (name, rows), path in zip(runs.items(), args.runs):
-            written += render_run_charts(rows, out / name.replace("/", "_"), name, args.smoothing)
-        written.append(atomic_save_figure(comparison_figure(runs, args.smoothing), out / "loss_comparison.png"))
+        for (name, rows), weight in zip(runs.items(), smoothing):
+            written += render_run_charts(rows, out / name.replace("/", "_"), name, weight)
+        shared = args.smoothing if args.smoothing is not None else DEFAULT_SMOOTHING
+        written.append(atomic_save_figure(comparison_figure(runs, shared), out / "loss_comparison.png"))
     for path in written:
         print(path)
     return 0

@@ -47,8 +47,10 @@ def loss_figure(rows: Rows, title: str, smoothing: float = 0.9) -> Figure:
     figure, axes = _axes(f"{title}: loss", "loss")
     steps, losses = series(rows, "loss")
     if steps:
-        axes.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1, label="train (raw)")
-        axes.plot(steps, ema(losses, smoothing), color="tab:blue", linewidth=2, label=f"train (EMA {smoothing})")
+        marker = "o" if len(steps) == 1 else None  # a line through one point draws nothing
+        axes.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1, marker=marker, label="train (raw)")
+        axes.plot(steps, ema(losses, smoothing), color="tab:blue", linewidth=2, marker=marker,
+                  label=f"train (EMA {smoothing})")
     eval_steps, eval_losses = series(rows, "eval_loss", kind="eval")
     if eval_steps:
         axes.plot(eval_steps, eval_losses, color="tab:orange", marker="o", linewidth=2, label="validation")
@@ -59,7 +61,8 @@ def loss_figure(rows: Rows, title: str, smoothing: float = 0.9) -> Figure:
 def single_metric_figure(rows: Rows, key: str, title: str, ylabel: str, color: str) -> Figure:
     figure, axes = _axes(title, ylabel)
     steps, values = series(rows, key)
-    axes.plot(steps, values, color=color, linewidth=2, marker="." if len(steps) < 50 else None, label=key)
+    axes.plot(steps, values, color=color, linewidth=2, marker="o" if len(steps) == 1 else "." if len(steps) < 50 else None,
+              label=key)
     if key == "learning_rate":
         axes.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     axes.legend()
@@ -84,7 +87,8 @@ def comparison_figure(runs: dict[str, Rows], smoothing: float = 0.9) -> Figure:
     for (name, rows), color in zip(runs.items(), colors * 10):
         steps, losses = series(rows, "loss")
         if steps:
-            axes.plot(steps, ema(losses, smoothing), color=color, linewidth=2, label=f"{name} train (EMA)")
+            axes.plot(steps, ema(losses, smoothing), color=color, linewidth=2, marker="o" if len(steps) == 1 else None,
+                      label=f"{name} train (EMA)")
         eval_steps, eval_losses = series(rows, "eval_loss", kind="eval")
         if eval_steps:
             axes.plot(eval_steps, eval_losses, color=color, linestyle="--", marker="o", label=f"{name} validation")
