@@ -8,6 +8,7 @@ trained on (or dropped) silently.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,9 +23,42 @@ def preprocess_hint(data_dir: str | Path) -> str:
     return f"python -m preprocess.fiqa --out {data_dir}"
 
 
+def read_jsonl_records(path: Path, data_dir: str | Path) -> list[dict]:
+    """Every record of a JSONL split, or one error naming the file, the line and what is wrong with it.
+
+    Read line by line rather than through ``datasets``' JSON builder: a torn or hand-edited
+    file then fails with its line number instead of an Arrow traceback, and no progress bar
+    named "Generating train split" appears for what is a plain file read.
+    """
+    fix = f"Regenerate it with `{preprocess_hint(data_dir)}`."
+    records = []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RecipeError(f"{path}, line {number}: not UTF-8 text (byte {exc.start} of the line). {fix}") from None
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise RecipeError(
+                    f"{path}, line {number}: not a JSON object ({exc.msg} at column {exc.colno}); the file may be "
+                    f"truncated or edited by hand. {fix}"
+                ) from None
+            if not isinstance(record, dict) or not {"prompt", "completion"} <= set(record):
+                raise RecipeError(
+                    f"{path}, line {number}: a record needs `prompt` and `completion`: it was not written by "
+                    f"preprocess.fiqa. {fix}"
+                )
+            records.append(record)
+    return records
+
+
 def load_split(data_dir: str | Path, split: str):
     """One split as a ``datasets.Dataset`` holding only ``prompt`` and ``completion``."""
-    from datasets import load_dataset
+    from datasets import Dataset
 
     path = split_path(data_dir, split)
     if not path.is_file():
@@ -32,16 +66,16 @@ def load_split(data_dir: str | Path, split: str):
             f"data file {path} does not exist. Write the FiQA splits with `{preprocess_hint(data_dir)}` "
             "(add --source DIR for a local copy), or point `data_dir` at the folder that holds them."
         )
-    dataset = load_dataset("json", data_files=str(path), split="train")
-    missing = {"prompt", "completion"} - set(dataset.column_names)
-    if missing:
-        raise RecipeError(
-            f"{path} lacks the column(s) {sorted(missing)}: it was not written by preprocess.fiqa. "
-            f"Regenerate it with `{preprocess_hint(data_dir)}`."
-        )
-    if len(dataset) == 0:
+    records = read_jsonl_records(path, data_dir)
+    if not records:
         raise RecipeError(f"{path} holds no examples. Regenerate it with `{preprocess_hint(data_dir)}`.")
-    return dataset.select_columns(["prompt", "completion"])
+    try:
+        return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in records])
+    except (TypeError, ValueError) as exc:  # pyarrow's errors derive from these
+        raise RecipeError(
+            f"{path} mixes record shapes (plain-text and chat prompts, or other types): {str(exc).splitlines()[0]}. "
+            f"Write each split in one format with `{preprocess_hint(data_dir)}`."
+        ) from None
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from preprocess.atomic_io import atomic_save_figure, atomic_write_text
 from preprocess.prompt_format import detect_prompt_format
-from recipes.data import audit_truncation, load_split, split_path
+from recipes.data import audit_truncation, load_split, read_jsonl_records, split_path
 from recipes.errors import RecipeError
 from recipes.answers import DEFAULT_REPETITION_PENALTY, Answer, generate_answers
 from recipes.scoring import (
@@ -40,7 +40,7 @@ SIDES = ("base", "tuned")
 
 
 def read_records(path: Path, limit: int | None) -> list[dict]:
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = read_jsonl_records(path, path.parent)
     return records[:limit] if limit else records
 
 
@@ -68,8 +68,18 @@ def loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size: int) -> d
             dataloader_pin_memory=on_gpu,
             disable_tqdm=True,
         )
-        trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, eval_dataset=dataset,
-                             processing_class=tokenizer)
+        # TRL prepares the split as if it were a train set ("Adding EOS to train dataset", ...):
+        # those bars would mislabel an evaluation, so they are off while it builds its trainer.
+        import datasets
+
+        bars_were_on = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()
+        try:
+            trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, eval_dataset=dataset,
+                                 processing_class=tokenizer)
+        finally:
+            if bars_were_on:
+                datasets.enable_progress_bars()
         tuned = trainer.evaluate()["eval_loss"]
         with model.disable_adapter():
             base = trainer.evaluate()["eval_loss"]

@@ -1,0 +1,22 @@
+"""Silence, deliberately and narrowly, the messages every run printed that are not the user's concern.
+
+Each filter matches one known message and says why it is safe to hide; anything else still
+prints. Called first by the command-line entry points, before torch or bitsandbytes load.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+
+def quiet_known_noise() -> None:
+    # bitsandbytes looks for an optional CPU kernel from the hub at import and logs its absence as
+    # "Failed to load ...". Nothing here runs 4-bit on a CPU (it is refused), so it is noise.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # Raised inside TRL and PEFT (they read model.is_gradient_checkpointing), not by this project.
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # Decided: the recipes keep Liger. TRL 1.16 deprecates `use_liger_kernel` in favour of hub
+    # kernels (`use_kernels`), which download from the hub at start; Liger is a pip package that
+    # runs offline and on clusters without hub access. Revisit when TRL 2 removes it.
+    warnings.filterwarnings("ignore", message=r"`use_liger_kernel=True` is deprecated", category=FutureWarning)

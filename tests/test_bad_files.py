@@ -1,0 +1,53 @@
+"""Every split file a run reads: a malformed one gives one `error:` paragraph naming the file and
+line, exit status 2, no traceback, and nothing written."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
+
+
+def damage(path, how: str) -> None:
+    lines = path.read_bytes().splitlines(keepends=True)
+    if how == "torn":  # a write cut off in the middle of line 3
+        path.write_bytes(b"".join(lines[:2]) + lines[2][: len(lines[2]) // 2])
+    elif how == "not-utf8":
+        path.write_bytes(b"".join(lines[:3]) + b'{"prompt": "caf\xe9", "completion": " x"}\n' + b"".join(lines[3:]))
+    elif how == "missing-keys":
+        path.write_bytes(b"".join(lines[:3]) + b'{"question": "q", "answer": "a"}\n' + b"".join(lines[3:]))
+    elif how == "mixed-formats":
+        path.write_bytes(lines[0] + b'{"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}]}\n')
+    elif how == "empty":
+        path.write_bytes(b"\n")
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("torn", "train.jsonl, line 3: not a JSON object"),
+        ("not-utf8", "train.jsonl, line 4: not UTF-8 text"),
+        ("missing-keys", "train.jsonl, line 4: a record needs `prompt` and `completion`"),
+        ("mixed-formats", "train.jsonl mixes record shapes"),
+        ("empty", "train.jsonl holds no examples"),
+    ],
+)
+def test_a_damaged_split_is_named_with_its_line_and_nothing_is_written(how, expected, tmp_path, fiqa_jsonl_dir,
+                                                                      tiny_model_dir, capsys, monkeypatch):
+    from recipes.run import main
+
+    data = tmp_path / "data"
+    shutil.copytree(fiqa_jsonl_dir, data)
+    damage(data / "train.jsonl", how)
+    monkeypatch.chdir(tmp_path)
+    code = main([SMOKE, "--model_name_or_path", str(tiny_model_dir), "--data_dir", str(data),
+                 "--build_smoke_assets", "false", "--output_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and expected in err and "Traceback" not in err
+    assert "python -m preprocess.fiqa" in err  # the fix
+    assert not (tmp_path / "run").exists()
