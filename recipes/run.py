@@ -15,12 +15,14 @@ import sys
 from pathlib import Path
 
 import yaml
+from transformers import TrainerCallback
 
 from preprocess.atomic_io import atomic_write_text
 from recipes.config import Recipe, parse_recipe
 from recipes.checkpoints import clear_finished_run, is_finished_run, newest_complete_checkpoint, resolve_resume
 from recipes.errors import RecipeError, RunStopped
 from recipes.model_card import render_model_card
+from recipes.run_lock import RunLock, acquire_run_lock
 from recipes.guards import PREEMPTED_EXIT_CODE, NonFiniteLossGuard, PreemptionCallback
 from recipes.provenance import RunManifest
 from recipes.data import audit_truncation, load_split, split_path
@@ -211,17 +213,32 @@ def run_training(trainer, recipe: Recipe, reports) -> dict:
 def train(recipe: Recipe, callbacks: list | None = None) -> dict:
     """Run a parsed recipe end to end; returns the final metrics.
 
-    Ends with ``trainer.end()``, as TRL's ``sft.py`` does: trackers are finished and, under
-    several processes, the process group is closed, also after a preemption stop.
+    Holds the output dir's run lock throughout (``recipes.run_lock``), and ends with
+    ``trainer.end()``, as TRL's ``sft.py`` does: trackers are finished and, under several
+    processes, the process group is closed, also after a preemption stop.
     """
-    trainer, reports = build_trainer(recipe, callbacks)
+    lock = acquire_run_lock(recipe.training.output_dir)  # one run per output_dir, before anything is written
     try:
-        metrics = run_training(trainer, recipe, reports)
-    except RunStopped:
+        trainer, reports = build_trainer(recipe, [*(callbacks or []), RunLockHeartbeat(lock)])
+        try:
+            metrics = run_training(trainer, recipe, reports)
+        except RunStopped:
+            trainer.end()
+            raise
         trainer.end()
-        raise
-    trainer.end()
-    return metrics
+        return metrics
+    finally:
+        lock.release()
+
+
+class RunLockHeartbeat(TrainerCallback):
+    """Touches the run lock at every log, so a lock whose run died on another host goes stale."""
+
+    def __init__(self, lock: RunLock) -> None:
+        self.lock = lock
+
+    def on_log(self, args, state, control, **kwargs):
+        self.lock.heartbeat()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,92 @@
+"""One run per output directory: a second run is refused at once and told who holds the directory;
+a lock left by a run that died does not block the next one."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def write_lock(folder, pid: int, host: str, age_seconds: float = 0.0):
+    from recipes.run_lock import LOCK_NAME
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    path.write_text(json.dumps({"pid": pid, "host": host, "started": "2026-11-30T06:00:00+00:00"}))
+    if age_seconds:
+        stamp = time.time() - age_seconds
+        os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_a_second_lock_on_the_same_directory_is_refused_naming_the_first(tmp_path):
+    from recipes.errors import RecipeError
+    from recipes.run_lock import RunLock
+
+    first = RunLock(tmp_path / "run")
+    first.acquire()
+    with pytest.raises(RecipeError) as refused:
+        RunLock(tmp_path / "run").acquire()
+    message = str(refused.value)
+    assert f"pid {os.getpid()} on {socket.gethostname()}" in message and "started 20" in message
+    first.release()
+    RunLock(tmp_path / "run").acquire()  # free again once released
+
+
+@pytest.mark.parametrize(
+    ("owner", "age", "taken"),
+    [("dead-pid-here", 0, True), ("live-pid-elsewhere", 60, False), ("live-pid-elsewhere", 3600, True)],
+)
+def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path, owner, age, taken):
+    from recipes.errors import RecipeError
+    from recipes.run_lock import RunLock
+
+    pid, host = (dead_pid(), socket.gethostname()) if owner == "dead-pid-here" else (1, "another-node")
+    write_lock(tmp_path / "run", pid, host, age)
+    lock = RunLock(tmp_path / "run")
+    if taken:
+        lock.acquire()
+        assert lock.took_over and f"pid {pid}" in lock.took_over
+    else:
+        with pytest.raises(RecipeError, match="another run is writing into"):
+            lock.acquire()
+
+
+def test_a_run_into_a_busy_output_dir_exits_2_and_touches_nothing(tmp_path, capsys, monkeypatch):
+    from recipes.run import main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs" / "smoke"
+    lock = write_lock(out, os.getpid(), socket.gethostname())  # this test process: alive
+    assert main([SMOKE]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: another run is writing into") and f"pid {os.getpid()}" in err
+    assert sorted(p.name for p in out.iterdir()) == [lock.name]  # nothing written beside the lock
+
+
+def test_a_run_after_a_killed_one_takes_over_its_lock_and_finishes(tmp_path, capsys, monkeypatch):
+    from recipes.run import main
+    from recipes.run_lock import LOCK_NAME
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs" / "smoke"
+    write_lock(out, dead_pid(), socket.gethostname())
+    assert main([SMOKE, "--num_train_epochs", "1"]) == 0
+    assert "took over the lock of an earlier run" in capsys.readouterr().out
+    assert (out / "adapter_model.safetensors").is_file() and not (out / LOCK_NAME).exists()  # released at the end
