@@ -19,7 +19,13 @@ from transformers import TrainerCallback
 
 from preprocess.atomic_io import atomic_write_text
 from recipes.config import Recipe, parse_recipe
-from recipes.checkpoints import clear_finished_run, is_finished_run, newest_complete_checkpoint, resolve_resume
+from recipes.checkpoints import (
+    clear_finished_run,
+    is_finished_run,
+    newest_complete_checkpoint,
+    resolve_resume,
+    usable_checkpoints,
+)
 from recipes.errors import RecipeError, RunStopped
 from recipes.model_card import render_model_card
 from recipes.run_lock import RunLock, acquire_run_lock
@@ -166,6 +172,8 @@ def run_training(trainer, recipe: Recipe, reports) -> dict:
     say(batch_line(args))
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     if args.resume_from_checkpoint == "auto":
+        for path, problem in usable_checkpoints(args.output_dir)[1]:
+            say(f"skipping {path}: {problem}")
         say(f"resuming from {resume}" if resume else f"no complete checkpoint in {args.output_dir}: starting fresh")
     manifest = RunManifest(recipe, {r.split: split_path(recipe.recipe.data_dir, r.split) for r in reports})
     if trainer.is_world_process_zero():

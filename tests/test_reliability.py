@@ -159,15 +159,25 @@ def test_a_finished_run_is_not_overwritten_unless_asked(tmp_path):
     assert recipe.recipe.overwrite_output_dir is True
 
 
+def write_checkpoint(folder: Path, state: str = '{"global_step": 1}') -> Path:
+    """A small checkpoint written as the Trainer writes one: weights, optimizer archive, state last."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    save_file({"lora_A": torch.ones(4, 8)}, str(folder / "adapter_model.safetensors"))
+    torch.save({"state": {}, "param_groups": []}, folder / "optimizer.pt")
+    (folder / "trainer_state.json").write_text(state)
+    return folder
+
+
 def test_resume_auto_picks_the_newest_complete_checkpoint(tmp_path):
     from recipes.checkpoints import resolve_resume
 
     for step, complete in ((10, True), (20, True), (30, False)):
-        folder = tmp_path / f"checkpoint-{step}"
-        folder.mkdir()
-        (folder / "adapter_model.safetensors").write_bytes(b"x")
-        if complete:
-            (folder / "trainer_state.json").write_text("{}")
+        folder = write_checkpoint(tmp_path / f"checkpoint-{step}")
+        if not complete:
+            (folder / "trainer_state.json").unlink()
     assert resolve_resume("auto", tmp_path) == str(tmp_path / "checkpoint-20")  # 30 was cut short
     assert resolve_resume("auto", tmp_path / "empty") is None
     assert resolve_resume(None, tmp_path) is None
@@ -224,6 +234,43 @@ def test_a_preempted_run_is_not_killed_by_a_second_sigterm_while_it_exits():
         assert stopping.requested
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("torn-state", "trainer_state.json does not parse"),
+        ("truncated-weights", "adapter_model.safetensors is"),
+        ("truncated-optimizer", "optimizer.pt is cut off"),
+    ],
+)
+def test_resume_skips_a_checkpoint_whose_files_exist_but_are_damaged(tmp_path, damage, reason):
+    from recipes.checkpoints import resolve_resume, usable_checkpoints
+
+    write_checkpoint(tmp_path / "checkpoint-10")
+    newest = write_checkpoint(tmp_path / "checkpoint-20")
+    target = {"torn-state": "trainer_state.json", "truncated-weights": "adapter_model.safetensors",
+              "truncated-optimizer": "optimizer.pt"}[damage]
+    data = (newest / target).read_bytes()
+    (newest / target).write_bytes(data[: len(data) // 2])
+    found, skipped = usable_checkpoints(tmp_path)
+    assert found == tmp_path / "checkpoint-10" == Path(resolve_resume("auto", tmp_path))
+    assert [(p.name, reason in why) for p, why in skipped] == [("checkpoint-20", True)]
+
+
+def test_a_rerun_says_which_checkpoint_it_skipped_and_resumes_from_the_whole_one(work):
+    """A SIGTERM at step 13 leaves checkpoint-10 and the preemption checkpoint; tear the newer one."""
+    stopped = run_smoke(work, "--fault", "term", "--fault_step", "13")
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    run = work / "runs" / "smoke"
+    preempted = max(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert preempted.name != "checkpoint-10"
+    torn = preempted / "trainer_state.json"
+    torn.write_text(torn.read_text()[:40])
+    resumed = run_smoke(work)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"skipping runs/smoke/{preempted.name}: trainer_state.json does not parse" in resumed.stdout
+    assert "resuming from runs/smoke/checkpoint-10" in resumed.stdout
 
 
 def test_sharded_fsdp_checkpoints_count_as_complete_once_their_metadata_is_written(tmp_path):
