@@ -16,11 +16,36 @@ from tests.conftest import REPO_ROOT
 SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
 
 
-def launch(work: Path, launcher: list[str], *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT),
+def launch(work: Path, launcher: list[str], *overrides: str, extra_path: Path | None = None) -> subprocess.CompletedProcess:
+    python_path = os.pathsep.join([str(REPO_ROOT), *([str(extra_path)] if extra_path else [])])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": python_path,
            "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "-m", "recipes.run", SMOKE, *overrides]
     return subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+
+
+# A test plugin that records, per rank, every file the run writes through os.replace (how the
+# project writes its files atomically: metrics, charts, recipe.yaml, manifest, model card).
+WRITE_AUDIT = """
+import os
+from pathlib import Path
+
+from plugins.base import RecipePlugin
+
+_replace = os.replace
+
+
+class WriteAudit(RecipePlugin):
+    def on_recipe_parsed(self, recipe):
+        log = Path(f"writes-rank{os.environ.get('RANK', '0')}.txt")
+
+        def audited(src, dst, *args, **kwargs):
+            with log.open("a") as handle:
+                handle.write(f"{dst}\\n")
+            return _replace(src, dst, *args, **kwargs)
+
+        os.replace = audited
+"""
 
 
 def history(run: Path) -> list[dict]:
@@ -30,11 +55,17 @@ def history(run: Path) -> list[dict]:
 def test_two_processes_match_one_process_with_the_same_effective_batch(tmp_path):
     (tmp_path / "two").mkdir()
     (tmp_path / "one").mkdir()
+    (tmp_path / "two" / "audit.py").write_text(WRITE_AUDIT)
     two = launch(tmp_path / "two", ["--config_file", str(REPO_ROOT / "accelerate_configs" / "cpu_multi_process.yaml")],
-                 "--num_train_epochs", "2")
+                 "--num_train_epochs", "2", "--plugins", "plugins.throughput.Throughput",
+                 "plugins.loss_curves.LossCurves", "audit.WriteAudit", extra_path=tmp_path / "two")
     assert two.returncode == 0, two.stderr[-4000:]  # torch.distributed.run exits 0 only if both ranks did
     assert "world size 2; effective batch 8 examples (per device 4 x accumulation 1 x processes 2)" in two.stdout
     assert two.stdout.count("adapter saved to") == 1  # printed by the main process only
+    main_writes = (tmp_path / "two" / "writes-rank0.txt").read_text().split()
+    assert {"metrics.jsonl", "loss.png", "recipe.yaml", "run_manifest.json", "README.md"} <= {Path(w).name for w in main_writes}
+    other = tmp_path / "two" / "writes-rank1.txt"
+    assert not other.exists() or not other.read_text().split(), other.read_text()  # rank 1 wrote nothing
 
     one = launch(tmp_path / "one", ["--config_file", str(REPO_ROOT / "accelerate_configs" / "cpu.yaml")],
                  "--num_train_epochs", "2", "--per_device_train_batch_size", "8")
