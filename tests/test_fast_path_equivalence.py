@@ -1,5 +1,6 @@
 """The fast path trains the same thing: packed, padding-free batches (sdpa or flex attention)
-give the same per-token loss as the plain padded path, on the same examples."""
+give the same per-token loss as the plain padded path, on the same examples, with a trained
+(non-zero) adapter, through the trainer's own loss."""
 
 from __future__ import annotations
 
@@ -32,6 +33,29 @@ def total_nll(trainer, rows) -> tuple[float, int]:
     return total, count
 
 
+def trainer_token_mean(trainer, rows, batch_size: int) -> tuple[float, int, bool]:
+    """The trainer's own loss (``compute_loss``, a per-token mean per batch) averaged over every
+    supervised token of ``rows``; also whether any batch held padding."""
+    model = trainer.model.eval()
+    total, count, padded = 0.0, 0, False
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            batch = trainer.data_collator(rows[start : start + batch_size])
+            padded = padded or bool((batch.get("attention_mask", torch.ones(1)) == 0).any())
+            tokens = int((batch["labels"][:, 1:] != -100).sum())
+            total += trainer.compute_loss(model, batch).item() * tokens
+            count += tokens
+    return total / count, count, padded
+
+
+def trained_adapter(trainer) -> None:
+    """LoRA B starts at zero, where the adapter changes nothing; give it weights, as training does."""
+    generator = torch.Generator().manual_seed(0)
+    for name, parameter in trainer.model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "flex_attention"])
 def test_packed_loss_equals_padded_loss(tmp_path, tiny_model_dir, fiqa_jsonl_dir, attention):
     common = ["--max_length", "1024", "--per_device_train_batch_size", "1"]
@@ -42,11 +66,19 @@ def test_packed_loss_equals_padded_loss(tmp_path, tiny_model_dir, fiqa_jsonl_dir
         make_recipe(tmp_path / "packed", tiny_model_dir, fiqa_jsonl_dir, *common, "--packing", "true",
                     "--attn_implementation", attention)
     )
-    packed.model.load_state_dict(plain.model.state_dict())  # same adapter initialisation
+    trained_adapter(plain)
+    packed.model.load_state_dict(plain.model.state_dict())  # the same (non-zero) adapter on both
     plain_total, plain_tokens = total_nll(plain, list(plain.train_dataset))
     packed_total, packed_tokens = total_nll(packed, list(packed.train_dataset))
     assert packed_tokens == plain_tokens  # the same supervised tokens: masking unchanged by packing
     assert packed_total / packed_tokens == pytest.approx(plain_total / plain_tokens, rel=1e-4)
+
+    # The trainer's own loss: padded batches of 4 (real padding) against packs, per supervised token.
+    padded_mean, padded_tokens, had_padding = trainer_token_mean(plain, list(plain.train_dataset), batch_size=4)
+    packed_mean, packed_count, _ = trainer_token_mean(packed, list(packed.train_dataset), batch_size=1)
+    assert had_padding and padded_tokens == packed_count == plain_tokens
+    assert packed_mean == pytest.approx(padded_mean, rel=1e-4)
+    assert padded_mean == pytest.approx(plain_total / plain_tokens, rel=1e-4)
 
     # And the trainer's own loss on one packed batch is that batch's mean per-token loss.
     batch = packed.data_collator([packed.train_dataset[0]])
