@@ -53,6 +53,11 @@ class RecipeArguments:
         default=False,
         metadata={"help": "Replace a finished run in output_dir (its checkpoints are deleted first)."},
     )
+    resume_despite_changes: bool = field(
+        default=False,
+        metadata={"help": "Resume from a checkpoint even when the recipe's training settings or the data differ "
+                  "from the run that wrote it (the run refuses and lists the differences otherwise)."},
+    )
     plugins: list[str] = field(
         default_factory=list,
         metadata={"help": "Plugins by dotted path, e.g. plugins.loss_curves.LossCurves (see plugins/base.py)."},

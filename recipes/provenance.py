@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+from dataclasses import fields
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -88,7 +89,7 @@ class RunManifest:
             "recipe": recipe.resolved,
             "packages": package_versions(),
             "git": git_state(),
-            "data": {role: {"path": str(p), "sha256": sha256_of(p)} for role, p in data_files.items() if p.is_file()},
+            "data": data_hashes(data_files),
             "hardware": hardware(recipe.training.world_size),
             "started_at": now(),
             "ended_at": None,
@@ -101,3 +102,41 @@ class RunManifest:
 
     def finish(self, status: str, **extra: Any) -> None:
         self.write(status=status, ended_at=now(), **extra)
+
+
+# Settings that may change between a run and its resumption without changing what is trained.
+RESUME_NEUTRAL_KEYS = frozenset({
+    "resume_from_checkpoint", "resume_despite_changes", "overwrite_output_dir", "recipe_name", "report_to",
+    "logging_steps", "logging_first_step", "dataloader_num_workers", "per_device_eval_batch_size", "plugins",
+})
+
+
+def data_hashes(data_files: dict[str, Path]) -> dict[str, dict[str, str]]:
+    return {role: {"path": str(p), "sha256": sha256_of(p)} for role, p in data_files.items() if p.is_file()}
+
+
+def resume_differences(recipe, data_files: dict[str, Path]) -> list[str]:
+    """What differs between this recipe and data and those recorded by the run being resumed.
+
+    Plugin keys and the settings in ``RESUME_NEUTRAL_KEYS`` are left out; a missing or
+    unreadable manifest (a run killed before it wrote one) gives nothing to compare.
+    """
+    path = Path(recipe.training.output_dir) / MANIFEST_NAME
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    # Only the keys of TRL's configs and the project's own: plugin keys (of this run or the earlier
+    # one) change what is logged, not what is trained.
+    trained = {f.name for config in (recipe.recipe, recipe.training, recipe.model) for f in fields(config)}
+    compared = trained - RESUME_NEUTRAL_KEYS
+    old, new = before.get("recipe") or {}, recipe.resolved
+    changes = [
+        f"`{key}` {old.get(key, '(not set)')!r} -> {new.get(key, '(not set)')!r}"
+        for key in sorted((set(old) | set(new)) & compared) if old.get(key) != new.get(key)
+    ]
+    old_data = {role: entry.get("sha256") for role, entry in (before.get("data") or {}).items()}
+    for role, entry in data_hashes(data_files).items():
+        if role in old_data and old_data[role] != entry["sha256"]:
+            changes.append(f"the {role} data ({entry['path']}) changed since (sha256 differs)")
+    return changes

@@ -30,7 +30,7 @@ from recipes.errors import RecipeError, RunStopped
 from recipes.model_card import render_model_card
 from recipes.run_lock import RunLock, acquire_run_lock
 from recipes.guards import PREEMPTED_EXIT_CODE, NonFiniteLossGuard, PreemptionCallback
-from recipes.provenance import RunManifest
+from recipes.provenance import RunManifest, resume_differences
 from recipes.data import audit_truncation, load_split, split_path
 from recipes.model_setup import build_peft_and_quantization, check_accelerator, load_tokenizer, model_init_kwargs
 
@@ -218,6 +218,34 @@ def run_training(trainer, recipe: Recipe, reports) -> dict:
     return metrics
 
 
+def check_resume_matches(recipe: Recipe) -> None:
+    """Before the model loads: a resumed run must go on training what its checkpoint's run trained.
+
+    Resuming with another learning rate, schedule, LoRA shape or data silently mixes two
+    trainings in one adapter; the differences are listed and the run refused, unless the
+    recipe says ``resume_despite_changes: true``.
+    """
+    args = recipe.training
+    if recipe.recipe.overwrite_output_dir and is_finished_run(args.output_dir):
+        return  # the old run is cleared, not resumed
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    if resume is None:
+        return
+    splits = [recipe.recipe.train_split] + ([recipe.recipe.eval_split] if evaluates(args) else [])
+    changes = resume_differences(recipe, {s: split_path(recipe.recipe.data_dir, s) for s in splits})
+    if not changes:
+        return
+    listed = "; ".join(changes)
+    if recipe.recipe.resume_despite_changes:
+        print(f"resuming from {resume} despite changes (resume_despite_changes): {listed}")
+        return
+    raise RecipeError(
+        f"resuming from {resume}, but this run differs from the one that wrote it: {listed}. Resuming would mix "
+        "two trainings in one adapter. Rerun with the original settings and data, choose another `output_dir`, "
+        "or pass `--resume_despite_changes true` to continue anyway."
+    )
+
+
 def train(recipe: Recipe, callbacks: list | None = None) -> dict:
     """Run a parsed recipe end to end; returns the final metrics.
 
@@ -227,6 +255,7 @@ def train(recipe: Recipe, callbacks: list | None = None) -> dict:
     """
     lock = acquire_run_lock(recipe.training.output_dir)  # one run per output_dir, before anything is written
     try:
+        check_resume_matches(recipe)
         trainer, reports = build_trainer(recipe, [*(callbacks or []), RunLockHeartbeat(lock)])
         try:
             metrics = run_training(trainer, recipe, reports)

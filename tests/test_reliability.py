@@ -298,3 +298,23 @@ def test_overwriting_a_finished_run_also_forgets_its_evaluation_reports(tmp_path
     (tmp_path / "notes.txt").write_text("the user's own file stays")
     clear_finished_run(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_resuming_with_other_settings_or_data_is_refused_unless_asked(work):
+    """SIGTERM leaves a checkpoint; a rerun with another learning rate, or with changed data, is told
+    what differs before anything loads, and goes on only with resume_despite_changes."""
+    stopped = run_smoke(work, "--fault", "term", "--fault_step", "13")
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    changed = run_smoke(work, "--learning_rate", "5e-3")
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    assert "`learning_rate` 0.01 -> 0.005" in changed.stderr and "--resume_despite_changes true" in changed.stderr
+
+    train_file = work / "runs" / "smoke-assets" / "fiqa" / "train.jsonl"
+    original = train_file.read_bytes()
+    train_file.write_bytes(original + original.splitlines(keepends=True)[0])
+    data_changed = run_smoke(work)
+    assert data_changed.returncode == 2 and "the train data" in data_changed.stderr and "sha256 differs" in data_changed.stderr
+
+    forced = run_smoke(work, "--resume_despite_changes", "true")
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert "resuming from" in forced.stdout and "despite changes" in forced.stdout
