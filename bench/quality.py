@@ -190,13 +190,8 @@ def run(args) -> int:
     return 0
 
 
-def trial_summary(rows: list[dict], losses: dict, encoder: str) -> dict:
-    from recipes.evaluate import score_predictions
-
-    return score_predictions(rows, losses, encoder)
-
-
 def score(args) -> int:
+    from recipes.evaluate import score_predictions
     from recipes.scoring import DEFAULT_ENCODER
 
     paths = sorted((args.work / "trials").glob("*/quality/trial.json"))
@@ -206,7 +201,7 @@ def score(args) -> int:
     trials = []
     for record in records:
         folder = args.work / "trials" / record["name"] / "quality"
-        summary = {s: trial_summary(_read_jsonl(folder / f"{s}.jsonl"), record[f"{s}_losses"], DEFAULT_ENCODER)
+        summary = {s: score_predictions(_read_jsonl(folder / f"{s}.jsonl"), record[f"{s}_losses"], DEFAULT_ENCODER)
                    for s in QUESTION_SETS}
         trials.append({k: v for k, v in record.items() if not k.endswith("_losses")} | summary)
     order = {name: i for i, name in enumerate(args.order or [])}

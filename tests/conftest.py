@@ -48,3 +48,18 @@ def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def train_smoke_in(work: Path, *overrides: str) -> Path:
+    """Train the smoke recipe (plus ``overrides``) with its relative paths resolved in ``work``;
+    returns the run's output dir."""
+    from recipes.config import parse_recipe
+    from recipes.run import train
+
+    previous = Path.cwd()
+    os.chdir(work)
+    try:
+        train(parse_recipe([str(REPO_ROOT / "recipes" / "smoke.yaml"), *overrides]))
+    finally:
+        os.chdir(previous)
+    return work / "runs" / "smoke"

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, train_smoke_in
 
 SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
 
@@ -17,17 +16,7 @@ SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> Path:
     """A finished smoke run; its relative paths resolve in this folder, which tests chdir into."""
-    from recipes.config import parse_recipe
-    from recipes.run import train
-
-    work = tmp_path_factory.mktemp("eval-work")
-    previous = Path.cwd()
-    os.chdir(work)
-    try:
-        train(parse_recipe([SMOKE]))
-    finally:
-        os.chdir(previous)
-    return work / "runs" / "smoke"
+    return train_smoke_in(tmp_path_factory.mktemp("eval-work"))
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ GenerationEval plugin, on the project's own tiny model and fixture."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, train_smoke_in
 
 SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
 
@@ -184,21 +183,12 @@ def test_packed_batches_keep_documents_apart_and_supervise_each_eos(tmp_path, fi
 @pytest.fixture(scope="module")
 def generation_eval_run(tmp_path_factory) -> Path:
     """A smoke run that keeps the checkpoint whose answers scored best."""
-    from recipes.config import parse_recipe
-    from recipes.run import train
-
-    work = tmp_path_factory.mktemp("generation-eval")
-    previous = Path.cwd()
-    os.chdir(work)
-    try:
-        train(parse_recipe([
-            SMOKE, "--plugins", "plugins.throughput.Throughput", "plugins.generation_eval.GenerationEval",
-            "plugins.loss_curves.LossCurves", "--metric_for_best_model", "eval_similarity", "--greater_is_better",
-            "true", "--generation_eval_questions", "4", "--generation_eval_max_new_tokens", "16",
-        ]))
-    finally:
-        os.chdir(previous)
-    return work / "runs" / "smoke"
+    return train_smoke_in(
+        tmp_path_factory.mktemp("generation-eval"),
+        "--plugins", "plugins.throughput.Throughput", "plugins.generation_eval.GenerationEval",
+        "plugins.loss_curves.LossCurves", "--metric_for_best_model", "eval_similarity", "--greater_is_better",
+        "true", "--generation_eval_questions", "4", "--generation_eval_max_new_tokens", "16",
+    )
 
 
 def test_generation_eval_logs_answer_scores_and_picks_the_best_checkpoint_by_them(generation_eval_run):
