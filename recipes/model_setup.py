@@ -7,6 +7,7 @@ token distinct from EOS, and 4-bit or bf16 refused on a machine without a GPU.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from recipes.errors import RecipeError
@@ -22,6 +23,34 @@ def loading_error(name: str, exc: Exception) -> RecipeError:
     )
 
 
+def check_hub_reachable(name: str, revision: str | None = None, timeout: float = 5.0) -> None:
+    """Say within seconds that a hub model cannot be fetched, instead of after a minute of retries.
+
+    Only for a hub id that is neither a local folder nor already in the local cache, and not in
+    offline mode; the probe is one HTTP request to the hub endpoint (``HF_ENDPOINT``).
+    """
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if Path(name).exists() or constants.HF_HUB_OFFLINE:
+        return
+    if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
+        return  # cached: transformers can load it without the network
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout)
+    except urllib.error.HTTPError:
+        return  # the hub answered (any status): it is reachable
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise RecipeError(
+            f"the Hugging Face hub ({constants.ENDPOINT}) cannot be reached ({reason}), and {name!r} is not in the "
+            "local cache. Check the network or proxy, or work offline: download the model where there is network "
+            "(`hf download MODEL --local-dir DIR`), set `model_name_or_path` to that folder and HF_HUB_OFFLINE=1."
+        ) from None
+
+
 def load_tokenizer(model_args, training_args):
     """The model's tokenizer with a pad token that is not EOS.
 
@@ -30,6 +59,7 @@ def load_tokenizer(model_args, training_args):
     """
     from transformers import AutoTokenizer
 
+    check_hub_reachable(model_args.model_name_or_path, model_args.model_revision)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             model_args.model_name_or_path,

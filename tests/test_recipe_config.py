@@ -303,3 +303,22 @@ def test_the_chat_recipe_is_the_qlora_recipe_in_nemotron_chat_format():
     changed = {k for k in set(qlora) | set(chat) if qlora.get(k) != chat.get(k)}
     assert changed == {"data_dir", "output_dir", "plugins", "generation_eval_questions", "generation_eval_max_new_tokens"}
     assert chat["data_dir"] == "data/fiqa-nemotron-chat" and "plugins.generation_eval.GenerationEval" in chat["plugins"]
+
+
+def test_an_unreachable_hub_is_named_within_seconds(tmp_path, fiqa_jsonl_dir):
+    """No HF_HUB_OFFLINE, a hub id not in the cache, and a hub that does not answer: one error, fast."""
+    import os
+    import time
+
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf-home"),
+           "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("HF_HUB_OFFLINE", None)
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "recipes.run", str(RECIPES / "smoke.yaml"), "--build_smoke_assets", "false",
+         "--model_name_or_path", "someone/not-cached-model", "--data_dir", str(fiqa_jsonl_dir)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "hub (http://127.0.0.1:9) cannot be reached" in result.stderr and "HF_HUB_OFFLINE=1" in result.stderr
+    assert time.monotonic() - started < 60  # start-up included; the retries took ~75 s before
