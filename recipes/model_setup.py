@@ -86,6 +86,37 @@ def load_tokenizer(model_args, training_args):
     return tokenizer
 
 
+def check_architecture(model_args, training_args) -> None:
+    """Before the weights load (minutes for 8B): the LoRA target modules exist in the model, built
+    from its config on the meta device (no memory, no weights); a ``max_length`` beyond the
+    model's context length is pointed out."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    name = model_args.model_name_or_path
+    try:
+        config = AutoConfig.from_pretrained(name, revision=model_args.model_revision,
+                                            trust_remote_code=training_args.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise loading_error(name, exc) from None
+    context = getattr(config, "max_position_embeddings", None)
+    if training_args.max_length and context and training_args.max_length > context:
+        print(f"warning: max_length {training_args.max_length} is beyond {name}'s context length ({context}).")
+    targets = model_args.lora_target_modules
+    if not model_args.use_peft or not isinstance(targets, (list, tuple)) or targets == ["all-linear"]:
+        return  # "all-linear" and regular expressions are PEFT's to resolve
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=training_args.trust_remote_code)
+    module_names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()} | {n for n, _ in model.named_modules()}
+    missing = [t for t in targets if t not in module_names]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise RecipeError(
+            f"`lora_target_modules` {missing} name no module of {name}. Its linear layers are: {', '.join(linear)} "
+            "(or use `all-linear`)."
+        )
+
+
 def model_init_kwargs(model_args, training_args) -> dict[str, Any]:
     """``from_pretrained`` keyword arguments, as ``trl sft`` builds them."""
     kwargs: dict[str, Any] = dict(

@@ -32,7 +32,13 @@ from recipes.run_lock import RunLock, acquire_run_lock
 from recipes.guards import PREEMPTED_EXIT_CODE, NonFiniteLossGuard, PreemptionCallback
 from recipes.provenance import RunManifest, resume_differences
 from recipes.data import audit_truncation, load_split, split_path
-from recipes.model_setup import build_peft_and_quantization, check_accelerator, load_tokenizer, model_init_kwargs
+from recipes.model_setup import (
+    build_peft_and_quantization,
+    check_accelerator,
+    check_architecture,
+    load_tokenizer,
+    model_init_kwargs,
+)
 
 
 def prepare_assets(recipe: Recipe) -> None:
@@ -85,6 +91,7 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         clear_finished_run(args.output_dir)
     prepare_assets(recipe)
     tokenizer = load_tokenizer(model_args, args)
+    check_architecture(model_args, args)
     datasets, reports = load_datasets(recipe, tokenizer)
     peft_config, quantization_config = build_peft_and_quantization(model_args)
     args.model_init_kwargs = model_init_kwargs(model_args, args)

@@ -56,7 +56,16 @@ class RunLock:
 
     def acquire(self) -> None:
         self.created_dir = not self.path.parent.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._create()
+        except OSError as exc:  # read-only, no permission, a file where the folder should be, disk full
+            raise RecipeError(
+                f"`output_dir` {self.path.parent} cannot be written ({exc.strerror or exc}). Choose a folder you can "
+                "write to, or fix its permissions, before anything is loaded."
+            ) from None
+
+    def _create(self) -> None:
         record = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         for _ in range(2):

@@ -51,3 +51,24 @@ def test_a_damaged_split_is_named_with_its_line_and_nothing_is_written(how, expe
     assert err.startswith("error: ") and expected in err and "Traceback" not in err
     assert "python -m preprocess.fiqa" in err  # the fix
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--lora_target_modules", "q_proj", "q_prj"], "`lora_target_modules` ['q_prj'] name no module of"),
+        (["--output_dir", "a-file/run"], "cannot be written"),
+    ],
+)
+def test_what_is_knowable_before_the_weights_load_is_checked_then(argv, expected, tmp_path, tiny_model_dir, capsys,
+                                                                   monkeypatch):
+    from recipes.run import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("a file where the output folder should be")
+    code = main([SMOKE, "--model_name_or_path", str(tiny_model_dir), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and "Traceback" not in err
+    if "lora" in expected:  # the fix is in the message: the names that do exist
+        listed = err.split("Its linear layers are: ")[1]
+        assert all(name in listed for name in ("k_proj", "v_proj", "o_proj", "down_proj", "lm_head"))
