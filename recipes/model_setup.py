@@ -7,6 +7,7 @@ token distinct from EOS, and 4-bit or bf16 refused on a machine without a GPU.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,8 @@ def load_tokenizer(model_args, training_args):
 
 def check_architecture(model_args, training_args) -> None:
     """Before the weights load (minutes for 8B): the LoRA target modules exist in the model, built
-    from its config on the meta device (no memory, no weights); a ``max_length`` beyond the
-    model's context length is pointed out."""
+    from its config on the meta device (no memory, no weights), and the disk holds the
+    checkpoints; a ``max_length`` beyond the model's context length is pointed out."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -102,18 +103,47 @@ def check_architecture(model_args, training_args) -> None:
     context = getattr(config, "max_position_embeddings", None)
     if training_args.max_length and context and training_args.max_length > context:
         print(f"warning: max_length {training_args.max_length} is beyond {name}'s context length ({context}).")
+    if not model_args.use_peft:
+        return
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=training_args.trust_remote_code)
+    except Exception:  # noqa: BLE001 - a pre-check only: an architecture that cannot be built on the
+        return  # meta device is left to the real loader, which reports its own errors
     targets = model_args.lora_target_modules
-    if not model_args.use_peft or not isinstance(targets, (list, tuple)) or targets == ["all-linear"]:
-        return  # "all-linear" and regular expressions are PEFT's to resolve
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=training_args.trust_remote_code)
-    module_names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()} | {n for n, _ in model.named_modules()}
-    missing = [t for t in targets if t not in module_names]
-    if missing:
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    if isinstance(targets, (list, tuple)) and list(targets) != ["all-linear"]:  # a str (regex) is PEFT's to resolve
+        module_names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()} | {n for n, _ in model.named_modules()}
+        missing = [t for t in targets if t not in module_names]
+        if missing:
+            linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+            raise RecipeError(
+                f"`lora_target_modules` {missing} name no module of {name}. Its linear layers are: "
+                f"{', '.join(linear)} (or use `all-linear`)."
+            )
+    from peft import get_peft_model
+
+    trainable = get_peft_model(model, build_peft_and_quantization(model_args)[0]).get_nb_trainable_parameters()[0]
+    check_disk_space(training_args, trainable)
+
+
+# A checkpoint holds the adapter (fp32, 4 bytes a parameter) and AdamW's two fp32 moments (8 more).
+CHECKPOINT_BYTES_PER_TRAINABLE = 12
+
+
+def check_disk_space(training_args, trainable: int) -> None:
+    """Refuse a run whose checkpoints cannot fit on the output disk, before anything loads."""
+    saving = str(getattr(training_args.save_strategy, "value", training_args.save_strategy)) != "no"
+    kept = ((training_args.save_total_limit or 1) + 1) if saving else 0  # the best one is kept on top
+    needed = trainable * (CHECKPOINT_BYTES_PER_TRAINABLE * kept + 4) + 64 * 2**20  # + final adapter, logs, charts
+    folder = Path(training_args.output_dir).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < needed:
         raise RecipeError(
-            f"`lora_target_modules` {missing} name no module of {name}. Its linear layers are: {', '.join(linear)} "
-            "(or use `all-linear`)."
+            f"the disk of `output_dir` {training_args.output_dir} has {free / 2**30:.2f} GiB free; this run needs about "
+            f"{needed / 2**30:.2f} GiB ({kept} checkpoints of {trainable:,} trainable parameters with their optimizer "
+            "state, and the final adapter). Free some space, choose another `output_dir`, or lower `save_total_limit`."
         )
 
 

@@ -72,3 +72,18 @@ def test_what_is_knowable_before_the_weights_load_is_checked_then(argv, expected
     if "lora" in expected:  # the fix is in the message: the names that do exist
         listed = err.split("Its linear layers are: ")[1]
         assert all(name in listed for name in ("k_proj", "v_proj", "o_proj", "down_proj", "lm_head"))
+
+
+def test_a_disk_too_small_for_the_checkpoints_is_refused_before_loading(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    from recipes.run import main
+
+    monkeypatch.chdir(tmp_path)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))  # 1 MiB free
+    assert main([SMOKE, "--model_name_or_path", str(tiny_model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "has 0.00 GiB free; this run needs about" in err and "3 checkpoints of 16,384 trainable parameters" in err
+    assert not (tmp_path / "runs" / "smoke").exists()  # refused before anything was written
