@@ -133,7 +133,7 @@ def run_trial(trial: dict, model_dir: Path, data: Path, work: Path, max_new_toke
     """
     import torch
 
-    from recipes.data import audit_truncation, load_split
+    from recipes.data import audit_truncation, read_split, records_dataset
     from recipes.evaluate import answer_rows, loss_and_perplexity
     from recipes.answers import generate_answers
     from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
@@ -145,10 +145,10 @@ def run_trial(trial: dict, model_dir: Path, data: Path, work: Path, max_new_toke
     record = {**trial, "trained_in": run_dir.name,
               "optimizer_steps": json.loads((run_dir / "trainer_state.json").read_text())["global_step"],
               "train_seconds": round(train_seconds, 1), "hardware": hardware(), "max_new_tokens": max_new_tokens}
-    records = {s: _read_jsonl(data / f"{s}.jsonl") for s in QUESTION_SETS}
+    records = {s: read_split(data, s) for s in QUESTION_SETS}
     for question_set in QUESTION_SETS:
-        dataset, _ = audit_truncation(load_split(data, question_set), tokenizer, recipe.training.max_length,
-                                      question_set, truncates=True)
+        dataset, _ = audit_truncation(records_dataset(records[question_set], data, question_set), tokenizer,
+                                      recipe.training.max_length, question_set, truncates=True)
         record[f"{question_set}_losses"] = loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size)
     questions = [r["question"] for s in QUESTION_SETS for r in records[s]]
     generate = dict(prompt_format=trial["data_format"], max_new_tokens=max_new_tokens, batch_size=batch_size,

@@ -21,7 +21,6 @@ plugin carry them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from transformers import TrainerCallback
@@ -120,12 +119,9 @@ class GenerationEval(RecipePlugin):
 
     def callbacks(self, recipe) -> list[TrainerCallback]:
         from preprocess.prompt_format import detect_prompt_format
-        from recipes.data import split_path
+        from recipes.data import read_split
 
-        path = split_path(recipe.recipe.data_dir, recipe.recipe.eval_split)
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not records:
-            raise RecipeError(f"{path} holds no questions for plugins.generation_eval.GenerationEval to ask.")
+        records = read_split(recipe.recipe.data_dir, recipe.recipe.eval_split)  # errors name the file and line
         wanted = self.config.generation_eval_questions
         subset = records[:wanted] if wanted else records
         return [GenerationEvalCallback(subset, detect_prompt_format(records[0]), self.config)]

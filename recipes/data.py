@@ -56,10 +56,8 @@ def read_jsonl_records(path: Path, data_dir: str | Path) -> list[dict]:
     return records
 
 
-def load_split(data_dir: str | Path, split: str):
-    """One split as a ``datasets.Dataset`` holding only ``prompt`` and ``completion``."""
-    from datasets import Dataset
-
+def read_split(data_dir: str | Path, split: str) -> list[dict]:
+    """The records of one split, checked: the file exists, parses line by line, and is not empty."""
     path = split_path(data_dir, split)
     if not path.is_file():
         raise RecipeError(
@@ -69,13 +67,25 @@ def load_split(data_dir: str | Path, split: str):
     records = read_jsonl_records(path, data_dir)
     if not records:
         raise RecipeError(f"{path} holds no examples. Regenerate it with `{preprocess_hint(data_dir)}`.")
+    return records
+
+
+def records_dataset(records: list[dict], data_dir: str | Path, split: str):
+    """A ``datasets.Dataset`` of the records' ``prompt`` and ``completion``, as TRL takes them."""
+    from datasets import Dataset
+
     try:
         return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in records])
     except (TypeError, ValueError) as exc:  # pyarrow's errors derive from these
         raise RecipeError(
-            f"{path} mixes record shapes (plain-text and chat prompts, or other types): {str(exc).splitlines()[0]}. "
-            f"Write each split in one format with `{preprocess_hint(data_dir)}`."
+            f"{split_path(data_dir, split)} mixes record shapes (plain-text and chat prompts, or other types): "
+            f"{str(exc).splitlines()[0]}. Write each split in one format with `{preprocess_hint(data_dir)}`."
         ) from None
+
+
+def load_split(data_dir: str | Path, split: str):
+    """One split as a ``datasets.Dataset`` holding only ``prompt`` and ``completion``."""
+    return records_dataset(read_split(data_dir, split), data_dir, split)
 
 
 @dataclass

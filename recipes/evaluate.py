@@ -22,7 +22,7 @@ from pathlib import Path
 
 from preprocess.atomic_io import atomic_save_figure, atomic_write_text
 from preprocess.prompt_format import detect_prompt_format
-from recipes.data import audit_truncation, load_split, read_jsonl_records, split_path
+from recipes.data import audit_truncation, read_split, records_dataset
 from recipes.errors import RecipeError
 from recipes.answers import DEFAULT_REPETITION_PENALTY, Answer, generate_answers
 from recipes.scoring import (
@@ -37,11 +37,6 @@ from recipes.scoring import (
 from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
 
 SIDES = ("base", "tuned")
-
-
-def read_records(path: Path, limit: int | None) -> list[dict]:
-    records = read_jsonl_records(path, path.parent)
-    return records[:limit] if limit else records
 
 
 def loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size: int) -> dict[str, dict[str, float]]:
@@ -187,11 +182,9 @@ def markdown_report(report: dict, rows: list[dict], examples: int = 3) -> str:
 def evaluate_run(run_dir: Path, split: str, limit: int | None, max_new_tokens: int, batch_size: int,
                  encoder: str, out_dir: Path | None = None, **decoding) -> dict:
     recipe = load_run_recipe(run_dir)
-    data_path = split_path(recipe.recipe.data_dir, split)
-    dataset = load_split(recipe.recipe.data_dir, split)  # checks the file and names the fix if missing
-    records = read_records(data_path, limit)
-    if limit:
-        dataset = dataset.select(range(len(records)))
+    records = read_split(recipe.recipe.data_dir, split)  # checks the file and names the fix if missing
+    records = records[:limit] if limit else records
+    dataset = records_dataset(records, recipe.recipe.data_dir, split)
     tokenizer = load_run_tokenizer(run_dir)
     model = load_adapter_model(run_dir, recipe)
     dataset, truncation = audit_truncation(dataset, tokenizer, recipe.training.max_length, split, truncates=True)

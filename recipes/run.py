@@ -177,11 +177,14 @@ def run_training(trainer, recipe: Recipe, reports) -> dict:
         say(f"data {report.describe()}")
     say(trainable_parameters_line(trainer.model))
     say(batch_line(args))
-    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     if args.resume_from_checkpoint == "auto":
-        for path, problem in usable_checkpoints(args.output_dir)[1]:
+        found, skipped = usable_checkpoints(args.output_dir)  # one scan: the choice and what it passed over
+        resume = str(found) if found else None
+        for path, problem in skipped:
             say(f"skipping {path}: {problem}")
         say(f"resuming from {resume}" if resume else f"no complete checkpoint in {args.output_dir}: starting fresh")
+    else:
+        resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     manifest = RunManifest(recipe, {r.split: split_path(recipe.recipe.data_dir, r.split) for r in reports})
     if trainer.is_world_process_zero():
         manifest.write(resumed_from=resume)
