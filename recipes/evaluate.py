@@ -164,6 +164,7 @@ def markdown_report(report: dict, rows: list[dict], examples: int = 3) -> str:
         ("ROUGE-L (mean)", "rougeL", "mean"), ("ROUGE-L (median)", "rougeL", "median"),
         ("answer length (mean words)", "answer_words_mean", None), ("empty answers", "empty_answers", None),
         ("answers under 10 words", "short_answers", None), ("answers cut at max_new_tokens", "not_stopped", None),
+        ("answers repeating an 8-word run 3+ times", "looping_answers", None),
     ]:
         b = base[key][sub] if sub else base[key]
         t = tuned[key][sub] if sub else tuned[key]

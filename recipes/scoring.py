@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from collections import Counter
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 SHORT_ANSWER_WORDS = 10  # an answer under this many words is counted as short
@@ -74,6 +75,17 @@ def summarise(values: list[float]) -> dict[str, float]:
     }
 
 
+LOOP_WORDS, LOOP_REPEATS = 8, 3  # an answer repeating one 8-word run 3 times or more is looping
+
+
+def repeats_itself(answer: str) -> bool:
+    """True when one run of ``LOOP_WORDS`` words occurs ``LOOP_REPEATS`` times or more: the loop
+    greedy decoding falls into, which similarity to a reference does not show."""
+    words = answer.split()
+    runs = Counter(tuple(words[i : i + LOOP_WORDS]) for i in range(len(words) - LOOP_WORDS + 1))
+    return bool(runs) and max(runs.values()) >= LOOP_REPEATS
+
+
 def answer_lengths(answers: list[str]) -> dict[str, float | int]:
     """Mean words, and how many answers are empty or short: the failure a loss curve does not show."""
     words = [len(a.split()) for a in answers]
@@ -81,6 +93,7 @@ def answer_lengths(answers: list[str]) -> dict[str, float | int]:
         "answer_words_mean": round(statistics.fmean(words), 1) if words else 0.0,
         "empty_answers": sum(1 for w in words if w == 0),
         "short_answers": sum(1 for w in words if w < SHORT_ANSWER_WORDS),
+        "looping_answers": sum(1 for a in answers if repeats_itself(a)),
     }
 
 

@@ -38,8 +38,10 @@ def test_paired_bootstrap_interval_follows_the_evidence():
 def test_answer_lengths_count_empty_and_short_answers():
     from recipes.scoring import answer_lengths
 
-    counts = answer_lengths(["", "Buy an index fund.", " ".join(["word"] * 12)])
-    assert counts == {"answer_words_mean": 5.3, "empty_answers": 1, "short_answers": 2}
+    loop = "I think you should qualify for a 401-K Plan. " * 3
+    counts = answer_lengths(["", "Buy an index fund.", " ".join(f"word{i}" for i in range(12)), loop])
+    assert counts == {"answer_words_mean": 10.8, "empty_answers": 1, "short_answers": 2, "looping_answers": 1}
+    assert answer_lengths(["I think so. " * 2])["looping_answers"] == 0  # two repeats are not a loop
 
 
 def test_score_predictions_reports_both_sides_and_the_gain():
