@@ -259,21 +259,16 @@ def check_resume_matches(recipe: Recipe) -> None:
 def train(recipe: Recipe, callbacks: list | None = None) -> dict:
     """Run a parsed recipe end to end; returns the final metrics.
 
-    Holds the output dir's run lock throughout (``recipes.run_lock``), and ends with
-    ``trainer.end()``, as TRL's ``sft.py`` does: trackers are finished and, under several
-    processes, the process group is closed, also after a preemption stop.
+    Holds the output dir's run lock throughout (``recipes.run_lock``).
     """
     lock = acquire_run_lock(recipe.training.output_dir)  # one run per output_dir, before anything is written
     try:
         check_resume_matches(recipe)
         trainer, reports = build_trainer(recipe, [*(callbacks or []), RunLockHeartbeat(lock)])
-        try:
-            metrics = run_training(trainer, recipe, reports)
-        except RunStopped:
-            trainer.end()
-            raise
-        trainer.end()
-        return metrics
+        # No trainer.end() (TRL's sft.py calls it): in a two-process CPU run one rank was left
+        # waiting forever after the other had destroyed the process group and exited. The
+        # launcher tears the group down when the processes exit.
+        return run_training(trainer, recipe, reports)
     finally:
         lock.release()
 
