@@ -1,8 +1,9 @@
 """Callbacks that protect a long GPU job: preemption (SIGTERM) and a non-finite loss.
 
-- SIGTERM, as schedulers send before preempting, asks the trainer to save a checkpoint
-  at the end of the current step and stop; the run then exits cleanly (status 143) and
-  the same command with ``resume_from_checkpoint: auto`` continues from there.
+- SIGTERM, as schedulers send before preempting, or SIGINT (Ctrl-C) asks the trainer to
+  save a checkpoint at the end of the current step and stop; the run then exits cleanly
+  (status 143 or 130) and the same command with ``resume_from_checkpoint: auto`` continues
+  from there (``recipes.stop_signals`` says how each phase of a run handles the signals).
 - A NaN or infinite training loss stops training before any checkpoint of the broken
   weights is written, so the newest checkpoint is the last good one.
 """
@@ -10,59 +11,55 @@
 from __future__ import annotations
 
 import math
-import signal
 
 from transformers import TrainerCallback
 
-PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
+from recipes.stop_signals import STOP
 
-
-def any_process(flag: bool) -> bool:
-    """True on every process if it is true on one: all ranks must stop at the same step,
-    or the others would wait forever in the next collective."""
+def any_process_signal(signum: int | None) -> int | None:
+    """The stop signal any process received (the highest number, so SIGTERM outranks SIGINT),
+    on every process: all ranks must stop at the same step, with the same status, or the
+    others would wait forever in the next collective."""
     import torch
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
+        return signum
     from accelerate import PartialState
 
-    value = torch.tensor([1 if flag else 0], device=PartialState().device)
+    value = torch.tensor([signum or 0], device=PartialState().device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    return int(value.item()) or None
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process if it is true on one."""
+    return any_process_signal(1 if flag else None) is not None
 
 
 class PreemptionCallback(TrainerCallback):
-    """On SIGTERM (to any process): checkpoint at the end of the current optimizer step, then stop."""
+    """On SIGTERM or SIGINT (to any process): checkpoint at the end of the current optimizer
+    step, then stop. The signal itself only sets ``recipes.stop_signals.STOP``."""
 
     def __init__(self) -> None:
-        self.requested = False
         self.stopped_at_step: int | None = None
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
+        self.signum: int | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        try:
-            signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (e.g. a notebook worker): leave the default
-            pass
+        STOP.install()  # already done by recipes.run.train; a trainer used on its own gets it here
+        STOP.training_started()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if any_process(self.requested):
+        signum = any_process_signal(STOP.signum)
+        if signum is not None:
+            STOP.finishing()
             control.should_save = True
+            control.should_evaluate = False  # the checkpoint, not an evaluation, is what the grace period is for
             control.should_training_stop = True
-            self.stopped_at_step = state.global_step
+            self.stopped_at_step, self.signum = state.global_step, signum
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self.stopped_at_step is not None:
-            # Stopping already: a second SIGTERM (torchrun sends one to the ranks still running
-            # once another rank has exited) must not kill this process while it writes its status.
-            return
-        try:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        except ValueError:
-            pass
+        STOP.finishing()  # what follows (the final evaluation, the save) checks STOP itself
 
 
 class NonFiniteLossGuard(TrainerCallback):

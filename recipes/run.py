@@ -9,8 +9,15 @@ one process; with no recipe it runs ``recipes/smoke.yaml``.
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # Started as a program: SIGTERM and SIGINT end it quietly with 143 / 130 from here on, even
+    # during the imports below, and it ends with its launcher (recipes.stop_signals).
+    from recipes.stop_signals import STOP, die_with_launcher
+
+    STOP.install()
+    die_with_launcher()
+
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -29,7 +36,8 @@ from recipes.checkpoints import (
 from recipes.errors import RecipeError, RunStopped
 from recipes.model_card import render_model_card
 from recipes.run_lock import RunLock, acquire_run_lock
-from recipes.guards import PREEMPTED_EXIT_CODE, NonFiniteLossGuard, PreemptionCallback
+from recipes.guards import NonFiniteLossGuard, PreemptionCallback, any_process_signal
+from recipes.stop_signals import STOP, StopBeforeTraining, exit_code_for, signal_name, status_for
 from recipes.provenance import RunManifest, resume_differences
 from recipes.data import audit_truncation, load_split, split_path
 from recipes.model_setup import (
@@ -186,6 +194,7 @@ def run_training(trainer, recipe: Recipe, reports) -> dict:
     else:
         resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     manifest = RunManifest(recipe, {r.split: split_path(recipe.recipe.data_dir, r.split) for r in reports})
+    STOP.training_started()  # from the manifest on, a signal checkpoints at the step's end (none yet: the first)
     if trainer.is_world_process_zero():
         manifest.write(resumed_from=resume)
 
@@ -205,12 +214,25 @@ def run_training(trainer, recipe: Recipe, reports) -> dict:
         )
     if preemption.stopped_at_step is not None:
         checkpoint = newest_complete_checkpoint(args.output_dir)
+        status = status_for(preemption.signum)
         if trainer.is_world_process_zero():
-            manifest.finish("preempted", stopped_at_step=preemption.stopped_at_step)
+            manifest.finish(status, stopped_at_step=preemption.stopped_at_step, signal=signal_name(preemption.signum))
         raise RunStopped(
-            f"SIGTERM received: stopped at step {preemption.stopped_at_step} and saved {checkpoint}. Rerun the same "
-            "command with `resume_from_checkpoint: auto` to continue.",
-            exit_code=PREEMPTED_EXIT_CODE,
+            f"{signal_name(preemption.signum)} received: stopped at step {preemption.stopped_at_step} and saved "
+            f"{checkpoint}. Rerun the same command with `resume_from_checkpoint: auto` to continue.",
+            exit_code=exit_code_for(preemption.signum),
+        )
+
+    signum = any_process_signal(STOP.signum)  # a signal after the last step: save the adapter, skip the evaluation
+    if signum is not None:
+        save_run(trainer, recipe, reports, result.metrics, None)
+        if trainer.is_world_process_zero():
+            manifest.finish(status_for(signum), metrics=result.metrics, signal=signal_name(signum),
+                            note="training finished; the final evaluation was skipped")
+        raise RunStopped(
+            f"{signal_name(signum)} received after the last training step: the adapter is saved in "
+            f"{args.output_dir}; the final evaluation was skipped (`python -m recipes.evaluate` runs it).",
+            exit_code=exit_code_for(signum),
         )
 
     eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else None
@@ -259,18 +281,31 @@ def check_resume_matches(recipe: Recipe) -> None:
 def train(recipe: Recipe, callbacks: list | None = None) -> dict:
     """Run a parsed recipe end to end; returns the final metrics.
 
-    Holds the output dir's run lock throughout (``recipes.run_lock``).
+    Holds the output dir's run lock throughout (``recipes.run_lock``) and owns SIGTERM and
+    SIGINT while it runs (``recipes.stop_signals``): before training they stop at once,
+    during training they checkpoint and stop, as :class:`RunStopped`.
     """
-    lock = acquire_run_lock(recipe.training.output_dir)  # one run per output_dir, before anything is written
+    STOP.reset()
+    STOP.install()
+    lock = None
     try:
+        lock = acquire_run_lock(recipe.training.output_dir)  # one run per output_dir, before anything is written
         check_resume_matches(recipe)
         trainer, reports = build_trainer(recipe, [*(callbacks or []), RunLockHeartbeat(lock)])
         # No trainer.end() (TRL's sft.py calls it): in a two-process CPU run one rank was left
         # waiting forever after the other had destroyed the process group and exited. The
         # launcher tears the group down when the processes exit.
         return run_training(trainer, recipe, reports)
+    except StopBeforeTraining as stop:
+        raise RunStopped(
+            f"{signal_name(stop.signum)} received before training began: stopped; nothing was trained or saved.",
+            exit_code=exit_code_for(stop.signum),
+        ) from None
     finally:
-        lock.release()
+        STOP.finishing()
+        if lock is not None:
+            lock.release()
+        STOP.release()
 
 
 class RunLockHeartbeat(TrainerCallback):
@@ -285,6 +320,7 @@ class RunLockHeartbeat(TrainerCallback):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    STOP.install()  # a Ctrl-C while the recipe is parsed ends in one line too
     try:
         recipe = parse_recipe(argv)
         train(recipe)
@@ -292,12 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunStopped as exc:
-        if exc.exit_code == PREEMPTED_EXIT_CODE:
-            # The checkpoint is saved; the launcher's own SIGTERM to the ranks still running must
-            # not turn this clean exit (143) into a kill during interpreter shutdown.
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print(f"stopped: {exc}", file=sys.stderr)
         return exc.exit_code
+    except StopBeforeTraining as stop:  # a signal while the recipe was being parsed
+        print(f"stopped: {signal_name(stop.signum)} received before training began.", file=sys.stderr)
+        return exit_code_for(stop.signum)
     return 0
 
 

@@ -211,31 +211,6 @@ def test_run_manifest_records_provenance(work):
     assert manifest["metrics"]["eval_loss"] > 0
 
 
-def test_a_preempted_run_is_not_killed_by_a_second_sigterm_while_it_exits():
-    """torchrun sends SIGTERM to the ranks still running once one rank has exited with 143."""
-    import signal
-
-    from recipes.guards import PreemptionCallback
-
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        finished = PreemptionCallback()
-        finished.on_train_begin(None, None, None)
-        finished.on_train_end(None, None, None)
-        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # a normal end restores the default
-
-        stopping = PreemptionCallback()
-        stopping.on_train_begin(None, None, None)
-        stopping.stopped_at_step = 7
-        stopping.on_train_end(None, None, None)
-        handler = signal.getsignal(signal.SIGTERM)
-        assert handler == stopping._handle  # still caught: the status and exit code get written
-        handler(signal.SIGTERM, None)
-        assert stopping.requested
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [

@@ -1,0 +1,129 @@
+"""``python -m recipes.launch``: ``accelerate launch`` with the exit a scheduler expects.
+
+It takes exactly ``accelerate launch``'s arguments, e.g.::
+
+    python -m recipes.launch --config_file accelerate_configs/single_gpu.yaml \\
+        -m recipes.run recipes/nemotron_fiqa_qlora.yaml
+
+and runs accelerate's own launcher in this process. What it adds is what a job runner
+needs and plain ``accelerate launch`` does not do:
+
+- SIGTERM or SIGINT sent to this process (Kubernetes, Slurm and most job runners signal
+  only the launcher) is passed to every training process, and this process waits for them:
+  they finish the step in progress, write one checkpoint and exit (``recipes.stop_signals``).
+  Plain ``accelerate launch`` on one process dies at once and leaves its worker orphaned;
+  on several it gives the workers 30 s before SIGKILL, whatever the grace period.
+- The exit status is the training processes' own (0, 2 for a recipe or data error, 3 for a
+  non-finite loss, 143 after SIGTERM, 130 after Ctrl-C), without the launcher's traceback
+  that plain ``accelerate launch`` adds to every non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from recipes.stop_signals import STOP_SIGNALS, exit_code_for
+
+# Codes a training process ends with on purpose, having already said why in one paragraph.
+EXPLAINED_EXIT_CODES = frozenset({2, 3, *(exit_code_for(s) for s in STOP_SIGNALS)})
+
+
+def child_pids(parent: int) -> list[int]:
+    """The direct children of ``parent``: the training processes, under both of accelerate's
+    launchers (one process: a subprocess; several: torch.distributed.run in this process,
+    whose workers are its children too)."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        children = []
+        for stat in proc.glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # exited while we looked
+            if int(fields[1]) == parent:
+                children.append(int(stat.parent.name))
+        return children
+    listing = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    return [int(pid) for pid, ppid in (line.split() for line in listing.splitlines()) if int(ppid) == parent]
+
+
+class SignalForwarder:
+    """Passes SIGTERM and SIGINT on to the training processes and remembers the first one."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def __call__(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signum
+        for pid in child_pids(os.getpid()):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def install(self) -> None:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self)
+
+
+def normalized(code: int | None) -> int:
+    """Popen reports death by signal N as -N; the shell (and schedulers) as 128 + N."""
+    if code is None:
+        return 1
+    return exit_code_for(-code) if code < 0 else code
+
+
+def failure_codes(error: BaseException) -> dict[int, int]:
+    """Exit status per rank, from the exception accelerate's launcher raised when one failed."""
+    if isinstance(error, subprocess.CalledProcessError):
+        return {0: normalized(error.returncode)}
+    failures = getattr(error, "failures", None)  # torch.distributed.elastic's ChildFailedError
+    if isinstance(failures, dict):
+        return {int(rank): normalized(f.exitcode) for rank, f in failures.items()}
+    return {}
+
+
+def describe(codes: dict[int, int]) -> str:
+    def one(rank: int, code: int) -> str:
+        name = f" ({signal.Signals(code - 128).name})" if code > 128 and code - 128 in signal.valid_signals() else ""
+        return f"rank {rank} exited with {code}{name}"
+
+    return "; ".join(one(rank, code) for rank, code in sorted(codes.items()))
+
+
+def launch(argv: list[str]) -> int:
+    """Run ``accelerate launch ARGV`` here, with the signals passed on; returns the exit status."""
+    # torch.distributed.run (several processes) would take SIGTERM and SIGINT for itself and
+    # kill the workers 30 s later; this process handles them instead. Its failure log lines are
+    # left out: the training processes say what went wrong, and `describe` names the rest.
+    os.environ["PET_SIGNALS_TO_HANDLE"] = "SIGHUP,SIGQUIT"  # torchrun's --signals_to_handle
+    os.environ.setdefault("LOGLEVEL", "CRITICAL")
+    from accelerate.commands.launch import launch_command, launch_command_parser
+
+    forwarder = SignalForwarder()
+    forwarder.install()
+    args = launch_command_parser().parse_args(argv)
+    try:
+        launch_command(args)
+        code = 0
+    except Exception as error:  # noqa: BLE001 - what the launcher raises when a training process fails
+        codes = failure_codes(error)
+        if not codes:
+            raise
+        code = max(codes.values())
+        if not set(codes.values()) <= EXPLAINED_EXIT_CODES:
+            print(f"recipes.launch: training failed: {describe(codes)}; its output is above.", file=sys.stderr)
+    return code
+
+
+def main() -> int:
+    return launch(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""SIGTERM and SIGINT as schedulers and people send them: to the launcher, to a worker, or to
+the whole process group. Each ends the same way: one checkpoint at the end of the step in
+progress, the manifest saying how the run ended, no process left, exit 143 (130 for SIGINT),
+no traceback. A test plugin holds training at a chosen step until the signal has arrived,
+so the step the run stops at is known."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from recipes.launch import child_pids
+from recipes.stop_signals import StopBeforeTraining, StopRequest
+from tests.conftest import REPO_ROOT
+
+SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
+CONFIGS = REPO_ROOT / "accelerate_configs"
+HOLD_STEP = 25
+
+HOLD = '''
+"""Holds every rank at step HOLD_STEP (after its stop check) until a signal came, or a release file."""
+import os
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from plugins.base import RecipePlugin
+from recipes.stop_signals import STOP
+
+
+class _Hold(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step != HOLD_STEP:
+            return
+        Path(f"held-rank{os.environ.get('RANK', '0')}").write_text(str(os.getpid()))
+        deadline = time.time() + 120
+        while not STOP.requested and not Path("release").exists() and time.time() < deadline:
+            time.sleep(0.05)
+
+
+class Hold(RecipePlugin):
+    def callbacks(self, recipe):
+        return [_Hold()]
+'''.replace("HOLD_STEP", str(HOLD_STEP))
+
+
+def environment(work: Path, processes: int) -> dict[str, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(work)]), "OMP_NUM_THREADS": "1"}
+    if processes > 1:
+        env["ACCELERATE_USE_CPU"] = "true"
+    return env
+
+
+def start(work: Path, launcher: str, processes: int = 1, *overrides: str) -> subprocess.Popen:
+    """The smoke recipe with the hold plugin, under ``recipes.launch``, plain ``accelerate
+    launch``, or no launcher (``python -m recipes.run``)."""
+    (work / "hold.py").write_text(HOLD)
+    config = CONFIGS / ("cpu.yaml" if processes == 1 else "cpu_multi_process.yaml")
+    program = {"recipes.launch": ["-m", "recipes.launch"], "accelerate": ["-m", "accelerate.commands.launch"]}
+    recipe = ["-m", "recipes.run", SMOKE, "--plugins", "hold.Hold", "plugins.loss_curves.LossCurves", *overrides]
+    if launcher == "none":
+        command = [sys.executable, *recipe]
+    else:
+        command = [sys.executable, *program[launcher], "--config_file", str(config), "--num_processes",
+                   str(processes), "--num_cpu_threads_per_process", "1", *recipe]
+    return subprocess.Popen(command, cwd=work, env=environment(work, processes), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_until_held(work: Path, process: subprocess.Popen, ranks: int = 1, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not all((work / f"held-rank{r}").exists() for r in range(ranks)):
+        if process.poll() is not None:
+            pytest.fail(f"the run ended before step {HOLD_STEP}: {process.communicate()[1][-3000:]}")
+        assert time.time() < deadline, "the run never reached the held step"
+        time.sleep(0.1)
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state == "Z"
+
+
+def finish(work: Path, process: subprocess.Popen) -> tuple[int, str]:
+    (work / "release").write_text("")  # ranks that got no signal wait for the others' stop
+    _, err = process.communicate(timeout=300)
+    return process.returncode, err
+
+
+def assert_stopped_once(work: Path, err: str, status: str) -> None:
+    run = work / "runs" / "smoke"
+    stop_step = HOLD_STEP + 1  # held after step 25's check: the stop lands at the end of step 26
+    checkpoint = run / f"checkpoint-{stop_step}"
+    assert (checkpoint / "adapter_model.safetensors").is_file() and (checkpoint / "trainer_state.json").is_file()
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["global_step"] == stop_step
+    later = [p for p in run.glob("checkpoint-*") if int(p.name.split("-")[1]) > stop_step]
+    assert later == [], "trained past the stop"
+    manifest = json.loads((run / "run_manifest.json").read_text())
+    assert manifest["status"] == status and manifest["stopped_at_step"] == stop_step
+    assert "Traceback" not in err, err[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("target", "signum", "code", "status"),
+    [
+        ("launcher", signal.SIGTERM, 143, "preempted"),
+        ("launcher", signal.SIGINT, 130, "interrupted"),
+        ("worker", signal.SIGTERM, 143, "preempted"),
+        ("group", signal.SIGTERM, 143, "preempted"),
+    ],
+)
+def test_recipes_launch_stops_once_whoever_gets_the_signal(tmp_path, target, signum, code, status):
+    process = start(tmp_path, "recipes.launch")
+    wait_until_held(tmp_path, process)
+    workers = child_pids(process.pid)
+    assert len(workers) == 1
+    if target == "launcher":
+        os.kill(process.pid, signum)
+    elif target == "worker":
+        os.kill(workers[0], signum)
+    else:
+        os.killpg(process.pid, signum)  # the launcher was started as its own group's leader
+    returncode, err = finish(tmp_path, process)
+    assert returncode == code, err[-3000:]
+    assert f"{signal.Signals(signum).name} received: stopped at step {HOLD_STEP + 1}" in err
+    assert_stopped_once(tmp_path, err, status)
+    assert all(gone(pid) for pid in workers)
+
+
+def test_two_processes_stop_at_the_same_step_when_only_the_launcher_is_signalled(tmp_path):
+    process = start(tmp_path, "recipes.launch", 2)
+    wait_until_held(tmp_path, process, ranks=2)
+    workers = child_pids(process.pid)
+    assert len(workers) == 2
+    os.kill(process.pid, signal.SIGTERM)
+    returncode, err = finish(tmp_path, process)
+    assert returncode == 143, err[-3000:]
+    assert_stopped_once(tmp_path, err, "preempted")
+    assert all(gone(pid) for pid in workers)
+
+
+def test_two_processes_stop_together_when_one_worker_is_signalled(tmp_path):
+    process = start(tmp_path, "recipes.launch", 2)
+    wait_until_held(tmp_path, process, ranks=2)
+    rank1 = int((tmp_path / "held-rank1").read_text())
+    os.kill(rank1, signal.SIGTERM)
+    returncode, err = finish(tmp_path, process)
+    assert returncode == 143, err[-3000:]
+    assert_stopped_once(tmp_path, err, "preempted")
+
+
+def test_plain_accelerate_launch_killed_alone_leaves_no_worker_training(tmp_path):
+    """Plain `accelerate launch` (one process) dies at SIGTERM without passing it on; its worker
+    then gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and stops like a preemption."""
+    process = start(tmp_path, "accelerate")
+    wait_until_held(tmp_path, process)
+    (worker,) = child_pids(process.pid)
+    os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=60) == -signal.SIGTERM
+    deadline = time.time() + 120
+    while not gone(worker):
+        assert time.time() < deadline, "the orphaned worker is still running"
+        time.sleep(0.2)
+    run = tmp_path / "runs" / "smoke"
+    manifest = json.loads((run / "run_manifest.json").read_text())
+    assert manifest["status"] == "preempted" and (run / f"checkpoint-{HOLD_STEP + 1}" / "trainer_state.json").is_file()
+
+
+def test_a_signal_before_training_ends_in_one_line_with_the_signal_status(tmp_path):
+    process = start(tmp_path, "none")
+    time.sleep(2)  # importing and loading: nothing to save yet
+    os.kill(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert not (tmp_path / "runs" / "smoke" / "adapter_model.safetensors").exists()
+
+
+def test_recipes_launch_passes_on_the_exit_status_of_a_bad_recipe_without_a_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 3\n")
+    env = environment(tmp_path, 1)
+    done = subprocess.run([sys.executable, "-m", "recipes.launch", "--config_file", str(CONFIGS / "cpu.yaml"),
+                           "--num_cpu_threads_per_process", "1", "-m", "recipes.run", str(bad)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "`learning_rate` is 3" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_stop_request_phases():
+    """Preparing: stop now (nothing to save). Training: only the flag. Finishing: ignored."""
+    request = StopRequest()
+    with pytest.raises(StopBeforeTraining) as stopped:
+        request._handle(signal.SIGTERM, None)
+    assert stopped.value.code == 143 and request.signum == signal.SIGTERM
+    request._handle(signal.SIGINT, None)  # a second signal while unwinding: ignored
+    assert request.signum == signal.SIGTERM
+
+    request.reset()
+    request.training_started()
+    request._handle(signal.SIGINT, None)
+    assert request.requested and request.signum == signal.SIGINT and request.phase == "training"
+    request.finishing()
+    request._handle(signal.SIGTERM, None)  # torchrun's SIGTERM to a rank still saving
+    assert request.signum == signal.SIGINT
+
+
+def test_after_a_stop_the_signals_stay_ignored_until_the_process_exits():
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    request = StopRequest()
+    try:
+        request.install()
+        request.release()
+        assert {s: signal.getsignal(s) for s in previous} == previous  # a normal end gives them back
+        request.install()
+        request.training_started()
+        request._handle(signal.SIGTERM, None)
+        request.release()
+        assert all(signal.getsignal(s) == signal.SIG_IGN for s in previous)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
