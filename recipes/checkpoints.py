@@ -18,7 +18,7 @@ MANIFEST_NAME = "run_manifest.json"  # its status turns to "finished" after the 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def _safetensors_problem(path: Path) -> str | None:
+def safetensors_problem(path: Path) -> str | None:
     """A truncated or torn safetensors file, found from its header alone (no tensor is loaded)."""
     try:
         with path.open("rb") as handle:
@@ -63,7 +63,7 @@ def checkpoint_problem(folder: Path) -> str | None:
     if not (weight_files or legacy or sharded):
         return "no weights (nor a sharded checkpoint with its .metadata)"
     for path in weight_files:
-        if problem := _safetensors_problem(path):
+        if problem := safetensors_problem(path):
             return problem
     for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
         if (folder / name).is_file() and (problem := _torch_archive_problem(folder / name)):
@@ -90,14 +90,30 @@ def newest_complete_checkpoint(output_dir: str | Path) -> Path | None:
     return usable_checkpoints(output_dir)[0]
 
 
-def is_finished_run(output_dir: str | Path) -> bool:
+def run_status(output_dir: str | Path) -> str | None:
+    """The manifest's status (``running``, ``finished``, ``preempted``, ``failed: ...``), or None
+    when there is no readable manifest."""
     manifest = Path(output_dir) / MANIFEST_NAME
-    if not manifest.is_file():
-        return False
     try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("status") == "finished"
-    except (OSError, ValueError):
-        return False
+        status = json.loads(manifest.read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
+
+
+def is_finished_run(output_dir: str | Path) -> bool:
+    return run_status(output_dir) == "finished"
+
+
+def saved_adapter_problem(run_dir: str | Path) -> str | None:
+    """Why the adapter saved in a run dir must not be used, or None: a run that failed while
+    writing it (its manifest says so), or an adapter file cut short."""
+    run = Path(run_dir)
+    status = run_status(run)
+    if status is not None and status.startswith("failed"):
+        return f"the run ended with `{status}` (its manifest), so the adapter may be half-written"
+    weights = run / "adapter_model.safetensors"
+    return safetensors_problem(weights) if weights.is_file() else None
 
 
 def clear_finished_run(output_dir: str | Path) -> None:

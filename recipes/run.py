@@ -34,6 +34,7 @@ from recipes.checkpoints import (
     usable_checkpoints,
 )
 from recipes.errors import RecipeError, RunStopped
+from recipes.io_faults import IO_FAULT_EXIT_CODE, io_fault, io_fault_message
 from recipes.model_card import render_model_card
 from recipes.run_lock import RunLock, acquire_run_lock
 from recipes.guards import NonFiniteLossGuard, PreemptionCallback, any_process_signal
@@ -198,6 +199,35 @@ def run_training(trainer, recipe: Recipe, reports) -> dict:
     if trainer.is_world_process_zero():
         manifest.write(resumed_from=resume)
 
+    try:
+        return finish_training(trainer, recipe, reports, manifest, resume)
+    except Exception as error:  # noqa: BLE001 - only failed writes are handled; the rest re-raises
+        if io_fault(error) is None:
+            raise
+        stopped_run_on_io_fault(trainer, manifest, error)
+
+
+def stopped_run_on_io_fault(trainer, manifest: RunManifest, error: BaseException) -> None:
+    """A full disk (or another failed write): name it, record it in the manifest if the disk
+    still takes that small write, and stop with status 74."""
+    args = trainer.args
+    what, filename = io_fault(error)
+    if trainer.is_world_process_zero():
+        try:
+            manifest.finish(f"failed: {what}", stopped_at_step=trainer.state.global_step, file=filename)
+        except OSError:
+            pass  # the message below still says it; the manifest keeps its last whole version
+    raise RunStopped(
+        io_fault_message(error, args.output_dir, f"at step {trainer.state.global_step}",
+                         newest_complete_checkpoint(args.output_dir)),
+        exit_code=IO_FAULT_EXIT_CODE,
+    )
+
+
+def finish_training(trainer, recipe: Recipe, reports, manifest: RunManifest, resume: str | None) -> dict:
+    """Train, then stop on a guard or a signal, or evaluate and save the run."""
+    args = recipe.training
+    say = trainer.accelerator.print
     result = trainer.train(resume_from_checkpoint=resume)
 
     nan_guard, preemption = _guard(trainer, NonFiniteLossGuard), _guard(trainer, PreemptionCallback)
@@ -296,6 +326,15 @@ def train(recipe: Recipe, callbacks: list | None = None) -> dict:
         # waiting forever after the other had destroyed the process group and exited. The
         # launcher tears the group down when the processes exit.
         return run_training(trainer, recipe, reports)
+    except (RunStopped, RecipeError):
+        raise
+    except Exception as error:  # noqa: BLE001 - a failed write before training began; the rest re-raises
+        if io_fault(error) is None:
+            raise
+        raise RunStopped(
+            io_fault_message(error, recipe.training.output_dir, "before training began", None),
+            exit_code=IO_FAULT_EXIT_CODE,
+        ) from None
     except StopBeforeTraining as stop:
         raise RunStopped(
             f"{signal_name(stop.signum)} received before training began: stopped; nothing was trained or saved.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recipes.checkpoints import newest_complete_checkpoint, saved_adapter_problem
 from recipes.config import Recipe, parse_recipe
 from recipes.errors import RecipeError
 
@@ -20,6 +21,13 @@ def load_run_recipe(run_dir: str | Path, *overrides: str) -> Recipe:
         raise RecipeError(
             f"{run} is not a finished run: it lacks adapter_config.json or recipe.yaml. Pass the output_dir "
             "of a run of `recipes.run` (where the adapter was saved)."
+        )
+    if problem := saved_adapter_problem(run):
+        newest = newest_complete_checkpoint(run)
+        raise RecipeError(
+            f"{run} holds no usable adapter: {problem}. Use its newest whole checkpoint"
+            + (f" ({newest})" if newest else " (it has none)")
+            + " or rerun the training with the same command to finish it."
         )
     # The run's own files and this machine are checked where they are used (loading the model).
     # A run trained on a GPU (bf16) must still be readable on a CPU machine, e.g. to merge it:
