@@ -1,7 +1,8 @@
 """``run_manifest.json``: what produced a run, so a result can be trusted and reproduced.
 
 Written when training starts (status ``running``) and rewritten when it ends
-(``finished``, ``preempted`` or ``stopped: non-finite loss``), atomically, by the main
+(``finished``, ``preempted``, ``interrupted``, ``stopped: non-finite loss`` or
+``failed: <the write fault>``), atomically, by the main
 process: the resolved recipe, package versions, the git commit of this project, sha256 of
 the data files, the hardware, and start and end times.
 """
