@@ -28,7 +28,7 @@ def audit(argv: list[str]) -> dict:
     from recipes.data import split_path
     from recipes.answers import prompt_text
     from preprocess.prompt_format import detect_prompt_format
-    from recipes.run import build_trainer
+    from recipes.training import build_trainer
 
     recipe = parse_recipe(argv)
     trainer, _ = build_trainer(recipe)

@@ -107,7 +107,7 @@ def train_trial(trial: dict, model_dir: Path, data: Path, work: Path, trained: d
     import torch
 
     from recipes.config import parse_recipe
-    from recipes.run import train
+    from recipes.training import train
 
     key = (trial["recipe"], tuple(trial["overrides"]), trial["data_format"])
     if key in trained:

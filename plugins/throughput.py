@@ -1,6 +1,7 @@
 """Throughput: non-padding tokens per second, step time and peak GPU memory in the logs.
 
-Add ``plugins.throughput.Throughput`` to a recipe's ``plugins``. Each training log entry
+Add ``plugins.throughput.Throughput`` to a recipe's ``plugins``, with
+``include_num_input_tokens_seen: non_padding`` (the trainer's token count). Each training log entry
 then carries ``tokens_per_second`` (non-padding tokens of all processes over the time
 spent in optimizer steps since the previous log, so evaluation pauses do not count),
 ``step_time_seconds`` and, on a GPU, ``peak_memory_gib`` / ``peak_reserved_gib``. They
@@ -14,6 +15,7 @@ import time
 from transformers import TrainerCallback
 
 from plugins.base import RecipePlugin
+from recipes.errors import RecipeError
 
 
 def _cuda():
@@ -68,8 +70,14 @@ class Throughput(RecipePlugin):
     order = -10  # before the plugins that write the logs out
 
     def on_recipe_parsed(self, recipe) -> None:
-        # Counting tokens is what makes tokens/s possible; padding is not work done.
-        recipe.training.include_num_input_tokens_seen = "non_padding"
+        # Tokens/s needs the trainer to count tokens; the recipe says how (and recipe.yaml records
+        # it), rather than this plugin changing a setting behind the user's back.
+        if str(recipe.training.include_num_input_tokens_seen) in ("no", "False"):
+            raise RecipeError(
+                "the plugin plugins.throughput.Throughput reports tokens per second, so the trainer must count "
+                "tokens: add `include_num_input_tokens_seen: non_padding` to the recipe (`all` counts padding too), "
+                "or remove the plugin."
+            )
 
     def callbacks(self, recipe) -> list[TrainerCallback]:
         return [ThroughputCallback()]

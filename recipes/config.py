@@ -3,25 +3,28 @@
 A recipe's keys are the names users already know: every field of TRL's ``SFTConfig``
 (which holds transformers' ``TrainingArguments``) and of TRL's ``ModelConfig`` (model,
 LoRA and bitsandbytes settings), plus the few fields of :class:`RecipeArguments` that
-this project adds. Parsing goes through TRL's own ``TrlParser``, so types, choices and
-``--help`` behave as in ``trl sft``; this module adds the project's rules: a positional
-recipe file, and an error that names any unknown key with the closest valid one.
+this project adds. Their types, choices and defaults are read from those dataclasses'
+fields into ``recipes/recipe_keys.json`` (``recipes.key_schema``), so a recipe is checked,
+and ``--help`` answered (``recipes.recipe_help``), before torch or TRL is imported. The
+values follow ``trl sft``'s rules (``recipes.recipe_values``); this module adds the
+project's: a positional recipe file, every problem reported at once, and an unknown key
+named with the closest valid one.
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import enum
-import re
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from recipes.errors import RecipeError
+from recipes.key_schema import BUILTIN_PLUGINS, PROJECT_DEFAULTS, KeySpec, load_schema, specs_of
+from recipes.recipe_values import coerce, split_overrides
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_RECIPE = PACKAGE_DIR / "smoke.yaml"
@@ -64,46 +67,6 @@ class RecipeArguments:
     )
 
 
-class _RaisingParser:
-    """Mixin that turns argparse's print-usage-and-exit into a :class:`RecipeError`."""
-
-    def error(self, message: str):  # noqa: D401 - argparse API
-        raise RecipeError(message)
-
-
-def _argparse_message(message: str) -> str:
-    """'argument --lr/--l-r: invalid float value' -> '`lr`: invalid float value'."""
-    choice = re.match(r"argument --([\w.]+)(?:/--[\w.-]+)?: invalid choice: '(.*)' \(choose from (.*)\)", message)
-    if choice:
-        choices = [c.strip().strip("'") for c in choice.group(3).split(",")]
-        return invalid_choice_message(choice.group(1), choice.group(2), choices)
-    message = re.sub(r"argument --([\w.]+)(?:/--[\w.-]+)?: ", r"`\1`: ", message)
-    return message.rstrip(".") + "."
-
-
-def _make_parser(plugin_configs: tuple[type, ...] = ()):
-    from trl import ModelConfig, SFTConfig, TrlParser
-
-    class RecipeParser(_RaisingParser, TrlParser):
-        pass
-
-    try:
-        parser = RecipeParser(
-            (RecipeArguments, SFTConfig, ModelConfig, *plugin_configs),
-            prog="accelerate launch -m recipes.run",
-            usage="accelerate launch -m recipes.run [RECIPE.yaml] [--key value ...]",
-            allow_abbrev=False,
-        )
-        parser.set_defaults(use_peft=True)  # every recipe here trains an adapter unless it says otherwise
-        return parser
-    except argparse.ArgumentError as exc:  # a plugin key that clashes with another key
-        owners = ", ".join(c.__name__ for c in plugin_configs)
-        raise RecipeError(
-            f"a plugin declares a recipe key that already exists ({exc}); rename it in {owners}, "
-            "e.g. with the plugin's name as a prefix."
-        ) from None
-
-
 def plugin_paths(content: dict[str, Any], overrides: list[str]) -> list[str]:
     """The plugin list, from ``--plugins a b`` on the command line or else the recipe."""
     if "--plugins" in overrides:
@@ -119,11 +82,6 @@ def plugin_paths(content: dict[str, Any], overrides: list[str]) -> list[str]:
     if not isinstance(listed, list):
         raise RecipeError(f"`plugins` must be a list of dotted paths, not {listed!r}.")
     return [str(p) for p in listed]
-
-
-def valid_keys(parser: argparse.ArgumentParser) -> list[str]:
-    """Every key a recipe may set."""
-    return sorted(a.dest for a in parser._actions if a.dest != "help")
 
 
 def closest_key_hint(key: str, keys: list[str]) -> str:
@@ -154,10 +112,6 @@ def split_recipe_argv(argv: list[str]) -> tuple[Path, list[str]]:
     if argv and not argv[0].startswith("-"):
         return Path(argv[0]), argv[1:]
     return DEFAULT_RECIPE, argv
-
-
-def _cli_keys(overrides: list[str]) -> list[str]:
-    return [item[2:].split("=", 1)[0] for item in overrides if item.startswith("--")]
 
 
 def to_plain(value: Any) -> Any:
@@ -200,66 +154,79 @@ class Recipe:
         return self.recipe.recipe_name or self.path.stem
 
 
-def _drop_cli_key(overrides: list[str], key: str) -> list[str]:
-    """Remove ``--key [values...]`` from the override list."""
-    kept, skipping = [], False
-    for item in overrides:
-        if item.startswith("--"):
-            skipping = item[2:].split("=", 1)[0].replace("-", "_") == key
-        if not skipping:
-            kept.append(item)
-    return kept
+def recipe_keys(plugins: list[str]) -> tuple[dict[str, KeySpec], dict[str, str]]:
+    """The keys a recipe listing ``plugins`` may set, and the built-in plugin keys it may not
+    (each with the plugin that owns it, for the hint).
+
+    Built-in plugins' keys come from the schema file; any other plugin is imported to read
+    its ``config_class`` (its own import cost), and a key it declares twice is refused.
+    """
+    schema = load_schema()
+    keys = {n: s for n, s in schema.items() if s.owner not in BUILTIN_PLUGINS or s.owner in plugins}
+    unlisted = {n: s.owner for n, s in schema.items() if n not in keys}
+    others = [p for p in plugins if p not in BUILTIN_PLUGINS]
+    if others:
+        from plugins.base import load_plugin_classes
+
+        for path, plugin in zip(others, load_plugin_classes(others)):
+            if plugin.config_class is None:
+                continue
+            for spec in specs_of(plugin.config_class, path):
+                if spec.name in keys:
+                    raise RecipeError(
+                        f"plugin `{path}` declares the recipe key `{spec.name}`, which already exists "
+                        f"({keys[spec.name].owner}); rename it in {plugin.config_class.__name__}, e.g. with the "
+                        "plugin's name as a prefix."
+                    )
+                keys[spec.name] = spec
+    return keys, unlisted
 
 
-def _parse_collecting_type_errors(parser, content: dict[str, Any], overrides: list[str]):
-    """Parse into a namespace; each value of the wrong type or outside its choices is reported
-    and left out, and parsing goes on, so the user sees every such problem at once."""
+def unknown_key_problem(key: str, where: str, keys: dict[str, KeySpec], unlisted: dict[str, str]) -> str:
+    if key in unlisted:
+        return f"`{key}` {where} belongs to the plugin {unlisted[key]}, which the recipe does not list under `plugins:`."
+    return f"unknown key `{key}` {where}.{closest_key_hint(str(key), list(keys))}"
+
+
+def typed_values(content: dict[str, Any], overrides: list[str], keys: dict[str, KeySpec],
+                 unlisted: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """The values the recipe and its overrides set, typed, and a sentence for each bad one."""
+    given: dict[str, Any] = {}
     problems: list[str] = []
-    original_defaults = {a.dest: a.default for a in parser._actions}
-    defaults = dict(content)
-    for _ in range(len(content) + len(overrides) + 1):
-        parser.set_defaults_with_config(**defaults)
-        try:
-            namespace, leftover = parser.parse_known_args(overrides)
-            return namespace, leftover, problems
-        except RecipeError as exc:
-            message = str(exc)
-            problems.append(_argparse_message(message))
-            match = re.search(r"argument --([\w.]+)", message)
-            key = match.group(1) if match else None
-            if key is not None and key in _cli_keys(overrides):
-                overrides = _drop_cli_key(overrides, key)
-            elif key is not None and key in defaults:
-                del defaults[key]
-                for action in parser._actions:
-                    if action.dest == key:
-                        action.default = original_defaults[key]
+    cli, problems_cli = split_overrides(overrides)
+    for source, where, from_cli in ((content, "in the recipe", False), (cli, "on the command line", True)):
+        for key, raw in source.items():
+            spec = keys.get(key)
+            if spec is None:
+                problems.append(unknown_key_problem(key, where, keys, unlisted))
+                continue
+            value, problem = coerce(spec, raw, from_cli)
+            if problem:
+                problems.append(problem)
             else:
-                return None, [], problems
-    return None, [], problems
+                given[key] = value
+    return given, problems + problems_cli
 
 
-def _build_configs(parser, namespace) -> list[Any]:
-    """The dataclasses from a parsed namespace (as HfArgumentParser does), running their own checks."""
-    outputs = []
-    values = vars(namespace)
+def build_configs(given: dict[str, Any], keys: dict[str, KeySpec], plugin_classes: list) -> tuple[list[Any], list[Any]]:
+    """The typed configs, each from the keys it owns (its own defaults for the rest); imports TRL."""
+    from trl import ModelConfig, SFTConfig
+
+    def owned(owner: str) -> dict[str, Any]:
+        return {k: v for k, v in given.items() if keys[k].owner == owner}
+
     with warnings.catch_warnings():
         # recipes.model_setup applies `pad_token` to the tokenizer itself, as TRL advises.
         warnings.filterwarnings("ignore", message="`pad_token` is deprecated", category=FutureWarning)
-        for dtype in parser.dataclass_types:
-            names = {f.name for f in fields(dtype) if f.init}
-            outputs.append(dtype(**{k: v for k, v in values.items() if k in names}))
-    return outputs
-
-
-def invalid_choice_message(key: str, value: Any, choices: list[str]) -> str:
-    """Name the allowed values, or for long lists the closest few."""
-    if len(choices) <= 8:
-        allowed = f"choose from {', '.join(choices)}"
-    else:
-        close = difflib.get_close_matches(str(value), choices, n=3, cutoff=0.4)
-        allowed = (f"closest: {', '.join(close)}; " if close else "") + "`--help` lists all"
-    return f"`{key}`: invalid choice {value!r} ({allowed})."
+        # TRL 1.16's SFTConfig still sets the old name's default (gradient_checkpointing=True), and
+        # transformers warns when it stands in for an unset activation_checkpointing: not the user's doing.
+        warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
+        model_values = {**{k: v for k, v in PROJECT_DEFAULTS.items() if k not in given}, **owned("ModelConfig")}
+        configs = [RecipeArguments(**owned("RecipeArguments")), SFTConfig(**owned("SFTConfig")), ModelConfig(**model_values)]
+    plugin_configs = []
+    for path, plugin in plugin_classes:
+        plugin_configs.append(plugin.config_class(**owned(path)) if plugin.config_class else None)
+    return configs, plugin_configs
 
 
 def parse_recipe(argv: list[str], check_environment: bool = True) -> Recipe:
@@ -267,55 +234,41 @@ def parse_recipe(argv: list[str], check_environment: bool = True) -> Recipe:
 
     Every problem found is reported at once, numbered: unknown keys, values of the wrong type
     or outside their choices, out-of-range values and combinations that cannot work
-    (``recipes.validate``). Nothing is loaded before the recipe is known to be sound.
-    ``check_environment=False`` skips the checks of this machine and its files (data
-    present, GPU present): for reading a recipe, or a finished run's recipe, anywhere.
+    (``recipes.validate``), all checked from the key schema before torch or TRL is imported,
+    so a bad recipe is answered in a fraction of a second. Then the machine is checked (a GPU
+    for bf16 or 4-bit) and the configs are built. ``check_environment=False`` skips the
+    checks of this machine and its files (data present, GPU present): for reading a recipe,
+    or a finished run's recipe, anywhere.
     """
-    from plugins.base import load_plugin_classes
-    from recipes.validate import check_values
+    from recipes.validate import check_machine, check_values
 
     path, overrides = split_recipe_argv(argv)
     content = load_recipe_file(path)
-    plugin_classes = load_plugin_classes(plugin_paths(content, overrides))
-    plugin_configs = tuple(dict.fromkeys(c.config_class for c in plugin_classes if c.config_class))
-    parser = _make_parser(plugin_configs)
-    keys = valid_keys(parser)
-
-    problems = [f"unknown key `{k}` in the recipe.{closest_key_hint(str(k), keys)}" for k in content if k not in keys]
-    content = {k: v for k, v in content.items() if k in keys}
-    problems += [
-        invalid_choice_message(a.dest, content[a.dest], [str(c) for c in a.choices])
-        for a in parser._actions  # argparse checks the choices of command-line values only, not of defaults
-        if a.choices and a.dest in content and str(to_plain(content[a.dest])) not in map(str, a.choices)
-    ]
-    content = {k: v for k, v in content.items() if not any(f"`{k}`: invalid choice" in p for p in problems)}
-    namespace, leftover, type_problems = _parse_collecting_type_errors(parser, content, overrides)
-    problems += type_problems
-    problems += [
-        f"unknown key `{f.lstrip('-')}` on the command line.{closest_key_hint(f.lstrip('-').split('=')[0], keys)}"
-        for f in ([s for s in leftover if s.startswith("--")] or leftover)
-    ]
-    if namespace is not None:
-        problems += check_values(vars(namespace), check_environment)
+    plugins = plugin_paths(content, overrides)
+    keys, unlisted = recipe_keys(plugins)
+    given, problems = typed_values(content, overrides, keys, unlisted)
+    values = {**{k: s.default for k, s in keys.items()}, **PROJECT_DEFAULTS, **given}
+    problems += check_values(values, check_environment)
+    if not problems and check_environment:
+        problems += check_machine(values)  # imports torch: only once everything else is right
     if problems:
         raise RecipeError(format_problems(path, problems))
+
+    from plugins.base import load_plugin_classes
+
+    plugin_classes = list(zip(plugins, load_plugin_classes(plugins)))
     try:
-        recipe_args, training_args, model_args, *plugin_values = _build_configs(parser, namespace)
+        (recipe_args, training_args, model_args), plugin_configs = build_configs(given, keys, plugin_classes)
     except (ValueError, TypeError) as exc:  # the configs' own checks, in __post_init__
         raise RecipeError(format_problems(path, [explain_config_error(str(exc))])) from None
 
-    resolved: dict[str, Any] = {}
-    for key in list(content) + [k for k in _cli_keys(overrides) if k not in content]:
-        for config in (recipe_args, training_args, model_args, *plugin_values):
-            if key in {f.name for f in fields(config)}:
-                resolved[key] = to_plain(getattr(config, key))
-                break
-    config_of = dict(zip(plugin_configs, plugin_values))
-    plugins = [cls(config_of.get(cls.config_class)) for cls in plugin_classes]
-    recipe = Recipe(
-        path=path, recipe=recipe_args, training=training_args, model=model_args, resolved=resolved, plugins=plugins
-    )
-    for plugin in plugins:
+    configs = {"RecipeArguments": recipe_args, "SFTConfig": training_args, "ModelConfig": model_args,
+               **{path: config for (path, _), config in zip(plugin_classes, plugin_configs)}}
+    resolved = {key: to_plain(getattr(configs[keys[key].owner], key)) for key in given}
+    plugin_objects = [cls(config) for (_, cls), config in zip(plugin_classes, plugin_configs)]
+    recipe = Recipe(path=path, recipe=recipe_args, training=training_args, model=model_args, resolved=resolved,
+                    plugins=plugin_objects)
+    for plugin in plugin_objects:
         plugin.on_recipe_parsed(recipe)
     return recipe
 

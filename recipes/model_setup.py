@@ -182,7 +182,7 @@ def fsdp_device_map(model_args) -> dict[str, int] | None:
 def check_accelerator(model_args, training_args) -> None:
     """Refuse 4-bit and bf16 without a GPU (bitsandbytes loads 4-bit weights on a CPU silently),
     by the same rule that recipe validation applies, for configs built without it."""
-    from recipes.validate import check_hardware
+    from recipes.validate import _gpu_available, check_hardware
 
     problems = check_hardware(
         {
@@ -191,7 +191,8 @@ def check_accelerator(model_args, training_args) -> None:
             "bf16": training_args.bf16,
             "fp16": training_args.fp16,
             "use_cpu": training_args.use_cpu,
-        }
+        },
+        gpu=_gpu_available(),
     )
     if problems:
         raise RecipeError(" ".join(problems))

@@ -1,367 +1,42 @@
 """``accelerate launch -m recipes.run RECIPE.yaml [--key value ...]``: train one adapter.
 
-Parse the recipe, check it against the machine, load the tokenizer and the JSONL splits,
-let TRL's ``SFTTrainer`` load the model (4-bit when asked), apply LoRA through PEFT and
-train with completion-only loss, then save the adapter, the tokenizer, the resolved
-recipe and the metrics in ``output_dir``. ``python -m recipes.run`` behaves the same on
-one process; with no recipe it runs ``recipes/smoke.yaml``.
+``python -m recipes.run`` behaves the same on one process; with no recipe it runs
+``recipes/smoke.yaml``. The recipe is checked, and ``--help`` answered, from the key schema
+before torch, transformers or TRL is imported (``recipes.config``, ``recipes.recipe_help``);
+the training itself is ``recipes.training``. Exit status: 0 done, 2 a recipe, data or setup
+problem, 3 a non-finite loss, 74 a failed write, 143 / 130 stopped by SIGTERM / SIGINT.
 """
 
 from __future__ import annotations
 
-if __name__ == "__main__":
-    # Started as a program: SIGTERM and SIGINT end it quietly with 143 / 130 from here on, even
-    # during the imports below, and it ends with its launcher (recipes.stop_signals).
-    from recipes.stop_signals import STOP, die_with_launcher
-
-    STOP.install()
-    die_with_launcher()
-
-import json
 import sys
 from pathlib import Path
 
-import yaml
-from transformers import TrainerCallback
-
-from preprocess.atomic_io import atomic_write_text
-from recipes.config import Recipe, parse_recipe
-from recipes.checkpoints import (
-    clear_finished_run,
-    is_finished_run,
-    newest_complete_checkpoint,
-    resolve_resume,
-    usable_checkpoints,
-)
+from recipes.config import load_recipe_file, parse_recipe
 from recipes.errors import RecipeError, RunStopped
-from recipes.io_faults import IO_FAULT_EXIT_CODE, io_fault, io_fault_message
-from recipes.model_card import render_model_card
-from recipes.run_lock import RunLock, acquire_run_lock
-from recipes.guards import NonFiniteLossGuard, PreemptionCallback, any_process_signal
-from recipes.stop_signals import STOP, StopBeforeTraining, exit_code_for, signal_name, status_for
-from recipes.provenance import RunManifest, resume_differences
-from recipes.data import audit_truncation, load_split, split_path
-from recipes.model_setup import (
-    build_peft_and_quantization,
-    check_accelerator,
-    check_architecture,
-    load_tokenizer,
-    model_init_kwargs,
-)
+from recipes.recipe_help import help_text, wants_help
+from recipes.stop_signals import STOP, StopBeforeTraining, die_with_launcher, exit_code_for, signal_name
 
 
-def prepare_assets(recipe: Recipe) -> None:
-    """Build the smoke recipe's offline model and data when it asks for them.
-
-    Under several processes the main one builds them first; the others then find them.
-    """
-    if recipe.recipe.build_smoke_assets:
-        from accelerate import PartialState
-
-        from recipes.smoke_assets import ensure_smoke_assets
-
-        with PartialState().main_process_first():
-            ensure_smoke_assets(recipe.model.model_name_or_path, recipe.recipe.data_dir)
-
-
-def evaluates(training_args) -> bool:
-    return str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
-
-
-def load_datasets(recipe: Recipe, tokenizer):
-    """Train and eval splits after the truncation audit, with the audit's reports."""
-    args = recipe.training
-    truncates = not args.packing or args.packing_strategy == "bfd"
-    splits = {"train": recipe.recipe.train_split}
-    if evaluates(args):
-        splits["eval"] = recipe.recipe.eval_split
-    datasets, reports = {}, []
-    for role, split in splits.items():
-        dataset, report = audit_truncation(load_split(recipe.recipe.data_dir, split), tokenizer, args.max_length, split, truncates)
-        if report.left_out * 2 > report.examples:
-            raise RecipeError(
-                f"`max_length` {args.max_length} is too short for the prompts: {report.left_out} of "
-                f"{report.examples} {split} examples have prompts that fill it, leaving no answer token to learn "
-                f"from. Raise max_length (the longest prompt is {report.longest_prompt_tokens} tokens; "
-                f"the longest example {report.longest_tokens})."
-            )
-        datasets[role] = dataset
-        reports.append(report)
-    return datasets, reports
-
-
-def build_trainer(recipe: Recipe, callbacks: list | None = None):
-    """Everything up to a ready ``SFTTrainer``; returns it with the truncation reports."""
-    from trl import SFTTrainer
-
-    model_args, args = recipe.model, recipe.training
-    check_accelerator(model_args, args)
-    if recipe.recipe.overwrite_output_dir and is_finished_run(args.output_dir):
-        clear_finished_run(args.output_dir)
-    prepare_assets(recipe)
-    tokenizer = load_tokenizer(model_args, args)
-    check_architecture(model_args, args)
-    datasets, reports = load_datasets(recipe, tokenizer)
-    peft_config, quantization_config = build_peft_and_quantization(model_args)
-    args.model_init_kwargs = model_init_kwargs(model_args, args)
-    plugin_callbacks = [
-        callback
-        for plugin in sorted(recipe.plugins, key=lambda p: p.order)
-        for callback in plugin.callbacks(recipe)
-    ]
-    guards = [PreemptionCallback(), NonFiniteLossGuard()]
-    trainer = SFTTrainer(
-        model=model_args.model_name_or_path,
-        args=args,
-        train_dataset=datasets["train"],
-        eval_dataset=datasets.get("eval"),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        quantization_config=quantization_config,
-        callbacks=[*guards, *plugin_callbacks, *(callbacks or [])],
-    )
-    for plugin in recipe.plugins:
-        plugin.on_trainer_ready(trainer, recipe)
-    return trainer, reports
-
-
-def trainable_parameters_line(model) -> str:
-    if hasattr(model, "get_nb_trainable_parameters"):
-        trainable, total = model.get_nb_trainable_parameters()
-    else:
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in model.parameters())
-    return f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4g}%)"
-
-
-def batch_line(args) -> str:
-    per_device, accumulation, world = (
-        args.per_device_train_batch_size,
-        args.gradient_accumulation_steps,
-        args.world_size,
-    )
-    unit = "packed sequences" if args.packing else "examples"
-    return (
-        f"world size {world}; effective batch {per_device * accumulation * world} {unit} "
-        f"(per device {per_device} x accumulation {accumulation} x processes {world})"
-    )
-
-
-def save_run(trainer, recipe: Recipe, reports, train_metrics: dict, eval_metrics: dict | None) -> None:
-    """Adapter, tokenizer, resolved recipe, metrics and the truncation report, main process only."""
-    out = Path(recipe.training.output_dir)
-    if trainer.is_fsdp_enabled:
-        # Checkpoints stay sharded (fast, for resuming); the final adapter is gathered whole so
-        # that PEFT, recipes.evaluate and recipes.merge can load it like any other.
-        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-    trainer.save_model(str(out))  # adapter + tokenizer (the trainer's processing_class)
-    trainer.log_metrics("train", train_metrics)
-    trainer.save_metrics("train", train_metrics)
-    if eval_metrics is not None:
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-    trainer.save_state()
-    if trainer.is_world_process_zero():
-        header = f"# Resolved recipe `{recipe.name}` (from {recipe.path} and command-line overrides).\n"
-        # The name goes in too, so a rerun from this file keeps it (its own stem is just "recipe").
-        resolved = {"recipe_name": recipe.name, **{k: v for k, v in recipe.resolved.items() if k != "recipe_name"}}
-        atomic_write_text(out / "recipe.yaml", header + yaml.safe_dump(resolved, sort_keys=False))
-        atomic_write_text(out / "data_report.json", json.dumps([r.as_dict() for r in reports], indent=2) + "\n")
-
-
-def _guard(trainer, kind):
-    return next(c for c in trainer.callback_handler.callbacks if isinstance(c, kind))
-
-
-def run_training(trainer, recipe: Recipe, reports) -> dict:
-    """Train a built trainer, evaluate the kept (best) model, save the run; returns the metrics.
-
-    Raises :class:`RunStopped` after a preemption (checkpoint saved) or a non-finite loss
-    (nothing saved after the last good checkpoint).
-    """
-    say = trainer.accelerator.print
-    args = recipe.training
-    say(f"recipe {recipe.name}: {recipe.path}")
-    for report in reports:
-        say(f"data {report.describe()}")
-    say(trainable_parameters_line(trainer.model))
-    say(batch_line(args))
-    if args.resume_from_checkpoint == "auto":
-        found, skipped = usable_checkpoints(args.output_dir)  # one scan: the choice and what it passed over
-        resume = str(found) if found else None
-        for path, problem in skipped:
-            say(f"skipping {path}: {problem}")
-        say(f"resuming from {resume}" if resume else f"no complete checkpoint in {args.output_dir}: starting fresh")
-    else:
-        resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
-    manifest = RunManifest(recipe, {r.split: split_path(recipe.recipe.data_dir, r.split) for r in reports})
-    STOP.training_started()  # from the manifest on, a signal checkpoints at the step's end (none yet: the first)
-    if trainer.is_world_process_zero():
-        manifest.write(resumed_from=resume)
-
-    try:
-        return finish_training(trainer, recipe, reports, manifest, resume)
-    except Exception as error:  # noqa: BLE001 - only failed writes are handled; the rest re-raises
-        if io_fault(error) is None:
-            raise
-        stopped_run_on_io_fault(trainer, manifest, error)
-
-
-def stopped_run_on_io_fault(trainer, manifest: RunManifest, error: BaseException) -> None:
-    """A full disk (or another failed write): name it, record it in the manifest if the disk
-    still takes that small write, and stop with status 74."""
-    args = trainer.args
-    what, filename = io_fault(error)
-    if trainer.is_world_process_zero():
-        try:
-            manifest.finish(f"failed: {what}", stopped_at_step=trainer.state.global_step, file=filename)
-        except OSError:
-            pass  # the message below still says it; the manifest keeps its last whole version
-    raise RunStopped(
-        io_fault_message(error, args.output_dir, f"at step {trainer.state.global_step}",
-                         newest_complete_checkpoint(args.output_dir)),
-        exit_code=IO_FAULT_EXIT_CODE,
-    )
-
-
-def finish_training(trainer, recipe: Recipe, reports, manifest: RunManifest, resume: str | None) -> dict:
-    """Train, then stop on a guard or a signal, or evaluate and save the run."""
-    args = recipe.training
-    say = trainer.accelerator.print
-    result = trainer.train(resume_from_checkpoint=resume)
-
-    nan_guard, preemption = _guard(trainer, NonFiniteLossGuard), _guard(trainer, PreemptionCallback)
-    if nan_guard.tripped_at_step is not None:
-        last_good = newest_complete_checkpoint(args.output_dir)
-        if trainer.is_world_process_zero():
-            manifest.finish("stopped: non-finite loss", stopped_at_step=nan_guard.tripped_at_step)
-        raise RunStopped(
-            f"the training loss became NaN or infinite at step {nan_guard.tripped_at_step}, so training stopped "
-            f"and saved nothing after it. The last good checkpoint is {last_good or '(none yet)'}. Lower "
-            "`learning_rate`, keep `max_grad_norm` at 1.0, check the data, then rerun (with "
-            "`resume_from_checkpoint: auto` it continues from that checkpoint).",
-            exit_code=3,
-        )
-    if preemption.stopped_at_step is not None:
-        checkpoint = newest_complete_checkpoint(args.output_dir)
-        status = status_for(preemption.signum)
-        if trainer.is_world_process_zero():
-            manifest.finish(status, stopped_at_step=preemption.stopped_at_step, signal=signal_name(preemption.signum))
-        raise RunStopped(
-            f"{signal_name(preemption.signum)} received: stopped at step {preemption.stopped_at_step} and saved "
-            f"{checkpoint}. Rerun the same command with `resume_from_checkpoint: auto` to continue.",
-            exit_code=exit_code_for(preemption.signum),
-        )
-
-    signum = any_process_signal(STOP.signum)  # a signal after the last step: save the adapter, skip the evaluation
-    if signum is not None:
-        save_run(trainer, recipe, reports, result.metrics, None)
-        if trainer.is_world_process_zero():
-            manifest.finish(status_for(signum), metrics=result.metrics, signal=signal_name(signum),
-                            note="training finished; the final evaluation was skipped")
-        raise RunStopped(
-            f"{signal_name(signum)} received after the last training step: the adapter is saved in "
-            f"{args.output_dir}; the final evaluation was skipped (`python -m recipes.evaluate` runs it).",
-            exit_code=exit_code_for(signum),
-        )
-
-    eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else None
-    save_run(trainer, recipe, reports, result.metrics, eval_metrics)
-    metrics = {**result.metrics, **(eval_metrics or {})}
-    for plugin in recipe.plugins:
-        plugin.on_train_end(trainer, recipe, metrics)
-    if trainer.is_world_process_zero():
-        # After the plugins, so the loss chart the card shows is the final one.
-        has_chart = (Path(args.output_dir) / "loss.png").is_file()
-        atomic_write_text(Path(args.output_dir) / "README.md", render_model_card(recipe, metrics, has_chart))
-        manifest.finish("finished", metrics=metrics, best_checkpoint=trainer.state.best_model_checkpoint)
-    best = trainer.state.best_model_checkpoint
-    say(f"adapter saved to {args.output_dir}" + (f" (best checkpoint: {best})" if best else ""))
-    return metrics
-
-
-def check_resume_matches(recipe: Recipe) -> None:
-    """Before the model loads: a resumed run must go on training what its checkpoint's run trained.
-
-    Resuming with another learning rate, schedule, LoRA shape or data silently mixes two
-    trainings in one adapter; the differences are listed and the run refused, unless the
-    recipe says ``resume_despite_changes: true``.
-    """
-    args = recipe.training
-    if recipe.recipe.overwrite_output_dir and is_finished_run(args.output_dir):
-        return  # the old run is cleared, not resumed
-    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
-    if resume is None:
-        return
-    splits = [recipe.recipe.train_split] + ([recipe.recipe.eval_split] if evaluates(args) else [])
-    changes = resume_differences(recipe, {s: split_path(recipe.recipe.data_dir, s) for s in splits})
-    if not changes:
-        return
-    listed = "; ".join(changes)
-    if recipe.recipe.resume_despite_changes:
-        print(f"resuming from {resume} despite changes (resume_despite_changes): {listed}")
-        return
-    raise RecipeError(
-        f"resuming from {resume}, but this run differs from the one that wrote it: {listed}. Resuming would mix "
-        "two trainings in one adapter. Rerun with the original settings and data, choose another `output_dir`, "
-        "or pass `--resume_despite_changes true` to continue anyway."
-    )
-
-
-def train(recipe: Recipe, callbacks: list | None = None) -> dict:
-    """Run a parsed recipe end to end; returns the final metrics.
-
-    Holds the output dir's run lock throughout (``recipes.run_lock``) and owns SIGTERM and
-    SIGINT while it runs (``recipes.stop_signals``): before training they stop at once,
-    during training they checkpoint and stop, as :class:`RunStopped`.
-    """
-    STOP.reset()
-    STOP.install()
-    lock = None
-    try:
-        lock = acquire_run_lock(recipe.training.output_dir)  # one run per output_dir, before anything is written
-        check_resume_matches(recipe)
-        trainer, reports = build_trainer(recipe, [*(callbacks or []), RunLockHeartbeat(lock)])
-        # No trainer.end() (TRL's sft.py calls it): in a two-process CPU run one rank was left
-        # waiting forever after the other had destroyed the process group and exited. The
-        # launcher tears the group down when the processes exit.
-        return run_training(trainer, recipe, reports)
-    except (RunStopped, RecipeError):
-        raise
-    except Exception as error:  # noqa: BLE001 - a failed write before training began; the rest re-raises
-        if io_fault(error) is None:
-            raise
-        raise RunStopped(
-            io_fault_message(error, recipe.training.output_dir, "before training began", None),
-            exit_code=IO_FAULT_EXIT_CODE,
-        ) from None
-    except StopBeforeTraining as stop:
-        raise RunStopped(
-            f"{signal_name(stop.signum)} received before training began: stopped; nothing was trained or saved.",
-            exit_code=exit_code_for(stop.signum),
-        ) from None
-    finally:
-        STOP.finishing()
-        if lock is not None:
-            lock.release()
-        STOP.release()
-
-
-class RunLockHeartbeat(TrainerCallback):
-    """Touches the run lock at every log, so a lock whose run died on another host goes stale."""
-
-    def __init__(self, lock: RunLock) -> None:
-        self.lock = lock
-
-    def on_log(self, args, state, control, **kwargs):
-        self.lock.heartbeat()
+def recipe_values_for_help(argv: list[str]) -> dict | None:
+    """The recipe's own values, when ``--help`` follows a recipe file."""
+    if not argv or argv[0].startswith("-"):
+        return None
+    return load_recipe_file(Path(argv[0]))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    STOP.install()  # a Ctrl-C while the recipe is parsed ends in one line too
+    die_with_launcher()
+    STOP.install()  # from here, SIGTERM / SIGINT end the run in one line (recipes.stop_signals)
     try:
+        asked, everything = wants_help(argv)
+        if asked:
+            print(help_text(recipe_values_for_help(argv), everything))
+            return 0
         recipe = parse_recipe(argv)
+        from recipes.training import train
+
         train(recipe)
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -369,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as exc:
         print(f"stopped: {exc}", file=sys.stderr)
         return exc.exit_code
-    except StopBeforeTraining as stop:  # a signal while the recipe was being parsed
+    except StopBeforeTraining as stop:  # a signal while the recipe was read or the libraries loaded
         print(f"stopped: {signal_name(stop.signum)} received before training began.", file=sys.stderr)
         return exit_code_for(stop.signum)
     return 0

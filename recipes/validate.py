@@ -21,6 +21,22 @@ def _gpu_available() -> bool:
     return torch.cuda.is_available()
 
 
+def surely_no_gpu() -> bool:
+    """True when no CUDA GPU can be visible, known without importing torch (seconds): no NVIDIA
+    driver on this Linux machine, a Mac, or CUDA_VISIBLE_DEVICES hiding every GPU. False
+    means "maybe": then torch is asked, once everything else in the recipe is right."""
+    import os
+    import sys
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return True
+    if sys.platform == "darwin":
+        return True
+    if sys.platform.startswith("linux"):
+        return not Path("/dev/nvidiactl").exists() and not Path("/proc/driver/nvidia").exists()
+    return False
+
+
 def check_ranges(v: dict[str, Any]) -> list[str]:
     problems = []
     if not 0 < v["learning_rate"] < 1:
@@ -177,8 +193,8 @@ def check_packages(v: dict[str, Any]) -> list[str]:
     return problems
 
 
-def check_hardware(v: dict[str, Any]) -> list[str]:
-    if _gpu_available() and not v["use_cpu"]:
+def check_hardware(v: dict[str, Any], gpu: bool) -> list[str]:
+    if gpu and not v["use_cpu"]:
         return []
     wants = []
     if v["load_in_4bit"] or v["load_in_8bit"]:
@@ -197,8 +213,17 @@ def check_hardware(v: dict[str, Any]) -> list[str]:
 
 
 def check_values(values: dict[str, Any], check_environment: bool = True) -> list[str]:
-    """Every problem of a parsed (not yet constructed) recipe, as sentences."""
+    """Every problem of a recipe's values that can be found without importing torch, as sentences."""
     problems = check_ranges(values) + check_combinations(values)
     if check_environment:
-        problems += check_files(values) + check_packages(values) + check_hardware(values) + check_launch(values)
+        problems += check_files(values) + check_packages(values)
+        if surely_no_gpu():
+            problems += check_hardware(values, gpu=False)
     return problems
+
+
+def check_machine(values: dict[str, Any]) -> list[str]:
+    """The checks that need torch (is a GPU visible?) and the launch config: run last, when the
+    recipe is otherwise sound, so that a typo is answered before torch has loaded."""
+    problems = [] if surely_no_gpu() else check_hardware(values, gpu=_gpu_available())
+    return problems + check_launch(values)

@@ -54,7 +54,7 @@ def train_smoke_in(work: Path, *overrides: str) -> Path:
     """Train the smoke recipe (plus ``overrides``) with its relative paths resolved in ``work``;
     returns the run's output dir."""
     from recipes.config import parse_recipe
-    from recipes.run import train
+    from recipes.training import train
 
     previous = Path.cwd()
     os.chdir(work)

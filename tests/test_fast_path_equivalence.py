@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recipes.run import build_trainer
+from recipes.training import build_trainer
 from tests.test_masking import make_recipe
 
 

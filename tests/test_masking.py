@@ -11,7 +11,7 @@ import json
 import pytest
 
 from recipes.config import parse_recipe
-from recipes.run import build_trainer
+from recipes.training import build_trainer
 
 SMOKE = "recipes/smoke.yaml"
 

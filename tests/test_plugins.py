@@ -102,14 +102,19 @@ def test_plugin_keys_are_validated_and_overridable(tmp_path):
         parse_recipe([SMOKE, "--loss_curves_smoothing", "1.5"])
     with pytest.raises(RecipeError, match="Did you mean `loss_curves_smoothing`"):
         parse_recipe([SMOKE, "--loss_curve_smoothing", "0.5"])
-    # Without the plugin listed, its key does not exist.
-    with pytest.raises(RecipeError, match="unknown key `loss_curves_smoothing`"):
+    # Without the plugin listed, its key is refused, naming the plugin that owns it.
+    with pytest.raises(RecipeError, match="`loss_curves_smoothing` in the recipe belongs to the plugin "
+                                          "plugins.loss_curves.LossCurves, which the recipe does not list"):
         parse_recipe([SMOKE, "--plugins", "plugins.throughput.Throughput", "--loss_curves_smoothing", "0.5"])
 
 
-def test_throughput_plugin_turns_on_non_padding_token_counting():
+def test_throughput_plugin_needs_the_recipe_to_count_tokens_and_changes_no_setting():
     recipe = parse_recipe([SMOKE])
-    assert recipe.training.include_num_input_tokens_seen == "non_padding"
+    assert recipe.training.include_num_input_tokens_seen == "non_padding"  # as the recipe says
+    assert recipe.resolved["include_num_input_tokens_seen"] == "non_padding"
+    assert parse_recipe([SMOKE, "--include_num_input_tokens_seen", "all"]).training.include_num_input_tokens_seen == "all"
+    with pytest.raises(RecipeError, match="add `include_num_input_tokens_seen: non_padding` to the recipe"):
+        parse_recipe([SMOKE, "--include_num_input_tokens_seen", "no"])
 
 
 # --- a run killed with SIGKILL, then resumed --------------------------------------------------
@@ -229,7 +234,7 @@ def test_readme_plugin_example_works(tmp_path, monkeypatch):
     import json
     import re
 
-    from recipes.run import train
+    from recipes.training import train
 
     readme = (REPO_ROOT / "README.md").read_text()
     section = readme[readme.index("### Write your own"):]

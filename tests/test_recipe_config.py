@@ -250,7 +250,7 @@ def test_help_lists_recipe_keys():
 def test_building_refuses_4bit_without_a_gpu_even_when_validation_was_skipped(tmp_path):
     import torch
 
-    from recipes.run import build_trainer
+    from recipes.training import build_trainer
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")  # CI and the dev machines have none
