@@ -9,7 +9,9 @@ and memory do not depend on weight values; ``--shape tiny`` for a quick CPU chec
 BPE tokenizer trained on the data's text, then runs each variant for ``--warmup`` +
 ``--steps`` optimizer steps in its own process: a recipe through the exact path of
 ``recipes.run`` (with ``--key value`` overrides), or ``trl-baseline``, TRL's defaults
-(QLoRA NF4, LoRA r8 on all linear layers, batch 4 padded, activation checkpointing, sdpa).
+(QLoRA NF4, LoRA r8 on all linear layers, batch 4 padded, activation checkpointing, sdpa),
+or ``unsloth-qlora`` / ``unsloth-lora``, Unsloth at its own recommended settings
+(bench/unsloth_variant.py; run from the ``--unsloth_site`` dir that bench/unsloth_wheels.sh fills).
 Reports non-padding tokens/s in steady state (after the warm-up), peak GPU memory, MFU and
 the ratio to the baseline; writes them as JSON.
 """
@@ -38,6 +40,11 @@ SHAPES = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=128, vocab_size=4096, max_position_embeddings=4096),
 }
+
+
+# The Nemotron layer shapes with 4 decoder layers: for checks of training behaviour (the losses of
+# fast paths against the plain path), where depth only adds time.
+SHAPES["nemotron-4-layers"] = {**SHAPES["nemotron"], "num_hidden_layers": 4}
 
 
 def matmul_parameters(shape: dict) -> int:
@@ -107,7 +114,7 @@ def measured_run_overrides(model_dir, data_dir, output_dir, max_steps: int) -> l
 
 def run_recipe_variant(spec: dict) -> dict:
     from recipes.config import parse_recipe
-    from recipes.run import build_trainer
+    from recipes.training import build_trainer
 
     argv = [spec["recipe"], *shlex.split(spec.get("overrides", "")),
             *measured_run_overrides(spec["model_dir"], spec["data_dir"], spec["output_dir"],
@@ -157,9 +164,15 @@ def worker(spec: dict) -> dict:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    outcome = run_trl_baseline(spec) if spec["kind"] == "baseline" else run_recipe_variant(spec)
+    if spec["kind"] == "unsloth":
+        from bench.unsloth_variant import run_unsloth_variant
+
+        outcome = run_unsloth_variant(spec)
+    else:
+        outcome = run_trl_baseline(spec) if spec["kind"] == "baseline" else run_recipe_variant(spec)
     result = {"name": spec["name"], **steady_state(outcome["log_history"], spec["warmup"]),
-              "settings": outcome["settings"], "wall_seconds": round(time.perf_counter() - started, 1)}
+              "settings": outcome["settings"], "wall_seconds": round(time.perf_counter() - started, 1),
+              "losses": [[h["step"], h["loss"]] for h in outcome["log_history"] if "loss" in h]}
     if torch.cuda.is_available():
         result["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         result["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
@@ -171,13 +184,36 @@ def worker(spec: dict) -> dict:
 
 
 def parse_variant(text: str) -> dict:
+    from bench.unsloth_variant import is_unsloth_variant
+
     if text == "trl-baseline":
         return {"name": "trl-baseline", "kind": "baseline"}
+    if is_unsloth_variant(text):  # unsloth-qlora / unsloth-lora [--key value ...]
+        base, _, overrides = text.partition(" ")
+        return {"name": base, "kind": "unsloth", "base": base, "overrides": overrides.strip()}
     name, _, rest = text.partition("=")
     if not rest:
-        raise SystemExit(f"error: variant {text!r} must be trl-baseline or NAME=RECIPE.yaml [--key value ...]")
+        raise SystemExit(f"error: variant {text!r} must be trl-baseline, unsloth-qlora, unsloth-lora "
+                         "or NAME=RECIPE.yaml [--key value ...]")
     recipe, _, overrides = rest.strip().partition(" ")
+    if is_unsloth_variant(recipe):  # NAME=unsloth-lora --packing true
+        return {"name": name, "kind": "unsloth", "base": recipe, "overrides": overrides.strip()}
     return {"name": name, "kind": "recipe", "recipe": recipe, "overrides": overrides}
+
+
+def worker_env(spec: dict, unsloth_site: Path | None, base: dict | None = None) -> dict:
+    """The environment of a variant's worker process: the caller's own, except that an Unsloth
+    variant gets its separate site dir first on PYTHONPATH (its trl/datasets pins differ from the
+    project's) and Unsloth's offline switches."""
+    env = dict(os.environ if base is None else base)
+    if spec["kind"] != "unsloth":
+        return env
+    from bench.unsloth_variant import OFFLINE_ENV
+
+    if unsloth_site is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(unsloth_site).resolve()), env.get("PYTHONPATH")) if p)
+    env.update(OFFLINE_ENV)
+    return env
 
 
 def table(results: list[dict]) -> str:
@@ -202,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--work_dir", type=Path, default=None, help="where the random model is written (reused)")
     parser.add_argument("--out", type=Path, default=Path("throughput.json"))
+    parser.add_argument("--unsloth_site", type=Path, default=None,
+                        help="pip --target dir with Unsloth and its pins (bench/unsloth_wheels.sh), put first on "
+                             "PYTHONPATH for the unsloth-* variants only")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -219,13 +258,17 @@ def main(argv: list[str] | None = None) -> int:
                 "output_dir": str(work / "runs" / text.split("=")[0]), "steps": args.steps, "warmup": args.warmup,
                 "shape": args.shape}
         done = subprocess.run([sys.executable, "-m", "bench.throughput", "--data_dir", str(args.data_dir),
-                               "--worker", json.dumps(spec)], capture_output=True, text=True, env=os.environ.copy())
+                               "--worker", json.dumps(spec)], capture_output=True, text=True,
+                              env=worker_env(spec, args.unsloth_site))
         lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode == 0 and lines:
             results.append(json.loads(lines[-1][len("RESULT "):]))
         else:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
             results.append({"name": spec["name"], "error": " | ".join(tail)})
+            log = args.out.with_name(f"{args.out.stem}.{spec['name']}.log")  # the whole story, beside --out
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
         print(f"{spec['name']}: {json.dumps({k: v for k, v in results[-1].items() if k != 'settings'})}", flush=True)
         report = {"date": date.today().isoformat(), "shape": args.shape, "steps": args.steps, "warmup": args.warmup,
                   "flops_per_token": flops_per_token(SHAPES[args.shape]), "peak_flops_assumed": PEAK_BF16_FLOPS,

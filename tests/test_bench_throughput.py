@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 
@@ -46,3 +48,133 @@ def test_flops_per_token_counts_the_linear_weights_of_the_benchmarked_model():
         linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
         assert matmul_parameters(shape) == linear
         assert flops_per_token(shape) == 4 * linear  # forward 2N + backward through activations 2N
+
+
+def test_unsloth_variants_parse_with_their_settings_and_overrides():
+    """unsloth-qlora / unsloth-lora are their own kind, with Unsloth's recommended settings, and take
+    --key value overrides (also as NAME=unsloth-lora ...); nothing here imports unsloth."""
+    import pytest
+
+    from bench.throughput import parse_variant
+    from bench.unsloth_variant import resolve_settings
+
+    qlora = parse_variant("unsloth-qlora")
+    assert qlora == {"name": "unsloth-qlora", "kind": "unsloth", "base": "unsloth-qlora", "overrides": ""}
+    assert parse_variant("unsloth-lora")["kind"] == "unsloth"
+    packed = parse_variant("lora-packed=unsloth-lora --packing true --per_device_train_batch_size 4")
+    assert packed["name"] == "lora-packed" and packed["kind"] == "unsloth" and packed["base"] == "unsloth-lora"
+    assert parse_variant("unsloth-lora --padding_free false")["name"] == "unsloth-lora"
+    # the existing kinds are unchanged
+    assert parse_variant("trl-baseline") == {"name": "trl-baseline", "kind": "baseline"}
+    assert parse_variant("q=recipes/x.yaml --lora_r 4")["kind"] == "recipe"
+
+    settings = resolve_settings(qlora)
+    assert settings["load_in_4bit"] is True and resolve_settings(parse_variant("unsloth-lora"))["load_in_4bit"] is False
+    assert settings["use_gradient_checkpointing"] == "unsloth" and settings["lora_dropout"] == 0.0
+    assert settings["lora_target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert settings["padding_free"] is None and settings["packing"] is False  # Unsloth decides: padding-free
+    overridden = resolve_settings(packed)
+    assert overridden["packing"] is True and overridden["per_device_train_batch_size"] == 4
+    assert resolve_settings(parse_variant("unsloth-lora --padding_free false"))["padding_free"] is False
+    with pytest.raises(SystemExit):
+        resolve_settings(parse_variant("unsloth-lora --no_such_key 1"))
+
+
+def test_only_unsloth_workers_get_the_unsloth_site_and_offline_switches(tmp_path):
+    from bench.throughput import parse_variant, worker_env
+
+    base = {"PATH": "/usr/bin", "PYTHONPATH": "/repo", "HF_HUB_OFFLINE": "0"}
+    site = tmp_path / "unsloth_site"
+    for text in ("trl-baseline", "q=recipes/nemotron_fiqa_qlora.yaml"):
+        assert worker_env(parse_variant(text), site, base) == base  # unchanged
+    env = worker_env(parse_variant("unsloth-qlora"), site, base)
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(site.resolve()), "/repo"]  # the site first
+    assert env["UNSLOTH_DISABLE_STATISTICS"] == "1" and env["HF_HUB_OFFLINE"] == "1"
+    assert env["PATH"] == "/usr/bin" and base["PYTHONPATH"] == "/repo"  # the caller's dict is not touched
+    assert worker_env(parse_variant("unsloth-lora"), site, {})["PYTHONPATH"] == str(site.resolve())
+    assert "PYTHONPATH" not in worker_env(parse_variant("unsloth-lora"), None, {})
+
+
+def test_worker_dispatches_unsloth_variants_and_keeps_the_result_format(monkeypatch):
+    import bench.unsloth_variant
+    from bench.throughput import parse_variant, worker
+
+    seen = {}
+
+    def fake_run(spec):
+        seen.update(spec)
+        history = [{"step": s, "num_input_tokens_seen": 100 * s, "step_time_seconds": 0.5, "loss": 1.0} for s in (1, 2, 3)]
+        return {"log_history": history, "settings": {"load_in_4bit": True}}
+
+    monkeypatch.setattr(bench.unsloth_variant, "run_unsloth_variant", fake_run)
+    spec = {**parse_variant("unsloth-qlora"), "model_dir": "m", "data_dir": "d", "output_dir": "o",
+            "steps": 2, "warmup": 1, "shape": "tiny"}
+    result = worker(spec)
+    assert seen["base"] == "unsloth-qlora"
+    assert result["name"] == "unsloth-qlora" and result["settings"] == {"load_in_4bit": True}
+    assert result["tokens"] == 200 and result["tokens_per_second"] == 200.0  # steps 2 and 3 only
+
+
+def test_main_passes_unsloth_site_to_the_unsloth_worker_only(tmp_path, monkeypatch):
+    import subprocess as sp
+
+    import bench.throughput as throughput
+
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        spec = json.loads(cmd[cmd.index("--worker") + 1])
+        calls.append((spec, kwargs["env"]))
+        row = {"name": spec["name"], "tokens": 10, "seconds": 1.0, "tokens_per_second": 10.0, "settings": {}}
+        return sp.CompletedProcess(cmd, 0, stdout="RESULT " + json.dumps(row) + "\n", stderr="")
+
+    monkeypatch.setattr(throughput, "build_assets", lambda work, shape, data: work / "model")
+    monkeypatch.setattr(throughput.subprocess, "run", fake_run)
+    monkeypatch.setenv("PYTHONPATH", "/repo")
+    out = tmp_path / "out.json"
+    throughput.main(["--data_dir", str(tmp_path), "--shape", "tiny", "--work_dir", str(tmp_path), "--out", str(out),
+                     "--unsloth_site", str(tmp_path / "site"), "--variant", "trl-baseline",
+                     "--variant", "unsloth-qlora", "--variant", "unsloth-lora"])
+    envs = {spec["name"]: env for spec, env in calls}
+    assert envs["trl-baseline"]["PYTHONPATH"] == "/repo" and "UNSLOTH_DISABLE_STATISTICS" not in envs["trl-baseline"]
+    for name in ("unsloth-qlora", "unsloth-lora"):
+        assert envs[name]["PYTHONPATH"].split(os.pathsep)[0] == str((tmp_path / "site").resolve())
+        assert envs[name]["UNSLOTH_DISABLE_STATISTICS"] == "1" and envs[name]["HF_HUB_OFFLINE"] == "1"
+    assert [r["name"] for r in json.loads(out.read_text())["results"]] == ["trl-baseline", "unsloth-qlora", "unsloth-lora"]
+
+
+def test_a_failed_worker_leaves_its_whole_output_beside_the_report(tmp_path, monkeypatch):
+    import subprocess as sp
+
+    import bench.throughput as throughput
+
+    def failing_run(cmd, **kwargs):
+        return sp.CompletedProcess(cmd, 1, stdout="loading\n", stderr="Traceback ...\nImportError: no unsloth\n")
+
+    monkeypatch.setattr(throughput, "build_assets", lambda work, shape, data: work / "model")
+    monkeypatch.setattr(throughput.subprocess, "run", failing_run)
+    out = tmp_path / "res" / "unsloth.json"
+    throughput.main(["--data_dir", str(tmp_path), "--shape", "tiny", "--work_dir", str(tmp_path), "--out", str(out),
+                     "--variant", "unsloth-qlora"])
+    row = json.loads(out.read_text())["results"][0]
+    assert row["name"] == "unsloth-qlora" and "ImportError: no unsloth" in row["error"]
+    log = (tmp_path / "res" / "unsloth.unsloth-qlora.log").read_text()
+    assert "loading" in log and "Traceback" in log
+
+
+def test_fast_path_report_flags_a_path_whose_loss_drifts(tmp_path):
+    """The report passes a fast path only when every step's loss is within the tolerance."""
+    from bench.fast_path_report import main as report_main
+
+    plain = [[s, 12.0 - 0.1 * s] for s in range(1, 26)]
+    close = [[s, loss * (1 + 1e-5)] for s, loss in plain]
+    drifting = [[s, loss * (1 + 0.002 * s)] for s, loss in plain]  # 0.2% more per step
+    source = tmp_path / "fp.json"
+    source.write_text(json.dumps({"date": "d", "shape": "s", "results": [
+        {"name": "plain", "losses": plain}, {"name": "close", "losses": close}, {"name": "drifting", "losses": drifting}]}))
+    out = tmp_path / "report.json"
+    assert report_main([str(source), "--tolerance", "0.001", "--out", str(out), "--plot", str(tmp_path / "fp.png")]) == 0
+    rows = {r["name"]: r for r in json.loads(out.read_text())["comparisons"]}
+    assert rows["close"]["within_tolerance"] and rows["close"]["steps_compared"] == 25
+    assert not rows["drifting"]["within_tolerance"] and rows["drifting"]["max_relative_difference"] == pytest.approx(0.05)
+    assert (tmp_path / "fp.png").stat().st_size > 0
