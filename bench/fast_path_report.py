@@ -34,7 +34,7 @@ def draw(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from preprocess.atomic_io import atomic_save_figure
+    from recipes.atomic_io import atomic_save_figure
 
     figure, axes = plt.subplots(figsize=(8, 4.5))
     for result in results:

@@ -32,7 +32,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from preprocess.atomic_io import atomic_write_text
+from recipes.atomic_io import atomic_write_text
 
 TUNE, REPORT = "tune", "report"
 QUESTION_SETS = (TUNE, REPORT)
@@ -148,7 +148,8 @@ def run_trial(trial: dict, model_dir: Path, data: Path, work: Path, max_new_toke
     records = {s: read_split(data, s) for s in QUESTION_SETS}
     for question_set in QUESTION_SETS:
         dataset, _ = audit_truncation(records_dataset(records[question_set], data, question_set), tokenizer,
-                                      recipe.training.max_length, question_set, truncates=True)
+                                      recipe.training.max_length, question_set, truncates=True,
+                                      eos_token=recipe.training.eos_token)
         record[f"{question_set}_losses"] = loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size)
     questions = [r["question"] for s in QUESTION_SETS for r in records[s]]
     generate = dict(prompt_format=trial["data_format"], max_new_tokens=max_new_tokens, batch_size=batch_size,

@@ -17,7 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from preprocess.atomic_io import atomic_write_bytes, atomic_write_text
+from recipes.atomic_io import atomic_write_bytes, atomic_write_text
 from preprocess.fiqa_source import (
     HUB_REPO_ID,
     SPLIT_FILES,

@@ -113,39 +113,50 @@ class TruncationReport:
         return asdict(self)
 
 
-def _common_prefix_length(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def _ids(encoded) -> list[int]:
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
-def token_spans(dataset, tokenizer) -> list[tuple[int, int]]:
-    """(prompt tokens, total tokens) per example, tokenized the way TRL's SFTTrainer does it."""
+def tokenize_like_trl(example: dict, tokenizer, eos: str) -> tuple[int, list[int]]:
+    """(prompt tokens, all token ids) of one prompt/completion example, as TRL's SFTTrainer
+    tokenizes it: the chat template for conversational records, else the text with ``eos``
+    appended to the completion; the completion starts where the tokenized prompt and
+    prompt + completion diverge (TRL's own ``common_prefix_length``)."""
+    from trl.data_utils import common_prefix_length
+
+    prompt, completion = example["prompt"], example["completion"]
+    if isinstance(prompt, list):  # conversational
+        prompt_ids = _ids(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True))
+        full_ids = _ids(tokenizer.apply_chat_template(prompt + completion, tokenize=True))
+    else:
+        if not completion.endswith(eos):
+            completion = completion + eos
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        full_ids = tokenizer(prompt + completion)["input_ids"]
+    return common_prefix_length(prompt_ids, full_ids), full_ids
+
+
+def token_spans(dataset, tokenizer, eos_token: str | None = None) -> list[tuple[int, int]]:
+    """(prompt tokens, total tokens) per example, tokenized as TRL's SFTTrainer tokenizes them.
+
+    TRL does this inside the trainer, after the model has loaded; the audit needs it before
+    (to refuse a ``max_length`` that leaves no answer, in seconds rather than minutes). So
+    :func:`tokenize_like_trl` repeats TRL's steps, with the EOS TRL appends (the recipe's
+    ``eos_token``, else the tokenizer's); ``tests/test_masking.py`` compares its token ids with
+    the trainer's tokenized dataset, so a change in TRL fails CI.
+    """
+    eos = eos_token or tokenizer.eos_token
     spans = []
     for example in dataset:
-        prompt, completion = example["prompt"], example["completion"]
-        if isinstance(prompt, list):  # conversational
-            prompt_ids = _ids(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True))
-            full_ids = _ids(tokenizer.apply_chat_template(prompt + completion, tokenize=True))
-        else:
-            if not completion.endswith(tokenizer.eos_token):
-                completion = completion + tokenizer.eos_token
-            prompt_ids = tokenizer(prompt)["input_ids"]
-            full_ids = tokenizer(prompt + completion)["input_ids"]
-        spans.append((_common_prefix_length(prompt_ids, full_ids), len(full_ids)))
+        prompt_length, ids = tokenize_like_trl(example, tokenizer, eos)
+        spans.append((prompt_length, len(ids)))
     return spans
 
 
-def audit_truncation(dataset, tokenizer, max_length: int | None, split: str, truncates: bool):
+def audit_truncation(dataset, tokenizer, max_length: int | None, split: str, truncates: bool,
+                     eos_token: str | None = None):
     """Count cut answers and answer-less examples; return the dataset without the latter and the report."""
-    spans = token_spans(dataset, tokenizer)
+    spans = token_spans(dataset, tokenizer, eos_token)
     limit = max_length if (truncates and max_length is not None) else None
     keep = [i for i, (p, t) in enumerate(spans) if (min(t, limit) if limit else t) - p > 0]
     report = TruncationReport(

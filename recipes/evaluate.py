@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from preprocess.atomic_io import atomic_save_figure, atomic_write_text
+from recipes.atomic_io import atomic_save_figure, atomic_write_text
 from preprocess.prompt_format import detect_prompt_format
 from recipes.data import audit_truncation, read_split, records_dataset
 from recipes.errors import RecipeError
@@ -188,7 +188,8 @@ def evaluate_run(run_dir: Path, split: str, limit: int | None, max_new_tokens: i
     dataset = records_dataset(records, recipe.recipe.data_dir, split)
     tokenizer = load_run_tokenizer(run_dir)
     model = load_adapter_model(run_dir, recipe)
-    dataset, truncation = audit_truncation(dataset, tokenizer, recipe.training.max_length, split, truncates=True)
+    dataset, truncation = audit_truncation(dataset, tokenizer, recipe.training.max_length, split, truncates=True,
+                                           eos_token=recipe.training.eos_token)
 
     losses, rows = predict(model, tokenizer, recipe, records, dataset, max_new_tokens, batch_size, **decoding)
     report = {

@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from preprocess.atomic_io import atomic_write_text
+from recipes.atomic_io import atomic_write_text
 
 from recipes.checkpoints import MANIFEST_NAME
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "tokenizers")

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from transformers import TrainerCallback
 
-from preprocess.atomic_io import atomic_write_text
+from recipes.atomic_io import atomic_write_text
 from recipes.config import Recipe
 from recipes.checkpoints import (
     clear_finished_run,
@@ -68,7 +68,8 @@ def load_datasets(recipe: Recipe, tokenizer):
         splits["eval"] = recipe.recipe.eval_split
     datasets, reports = {}, []
     for role, split in splits.items():
-        dataset, report = audit_truncation(load_split(recipe.recipe.data_dir, split), tokenizer, args.max_length, split, truncates)
+        dataset, report = audit_truncation(load_split(recipe.recipe.data_dir, split), tokenizer, args.max_length, split,
+                                           truncates, args.eos_token)
         if report.left_out * 2 > report.examples:
             raise RecipeError(
                 f"`max_length` {args.max_length} is too short for the prompts: {report.left_out} of "

@@ -71,7 +71,7 @@ class _Fault(TrainerCallback):
         elif self.where == "metrics":
             once(os, "fsync", OSError(errno.ENOSPC, "No space left on device"))
         else:
-            import preprocess.atomic_io as atomic_io
+            import recipes.atomic_io as atomic_io
             once(atomic_io, "atomic_write_bytes", OSError(errno.ENOSPC, "No space left on device", "loss.png"),
                  when=lambda path, data: str(path).endswith(".png"))
 

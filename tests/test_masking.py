@@ -155,3 +155,26 @@ def test_pad_equal_to_eos_is_refused(tmp_path, tiny_model_dir, fiqa_jsonl_dir, p
         recipe.training.pad_token = None
     with pytest.raises(RecipeError, match="no pad token distinct from EOS.*<\\|finetune_right_pad_id\\|>"):
         load_tokenizer(recipe.model, recipe.training)
+
+
+@pytest.mark.parametrize(("prompt_format", "eos_token"), [("completion", None), ("completion", "<|start_header_id|>"),
+                                                          ("chat", None)])
+def test_the_pre_load_audit_tokenizes_exactly_as_the_trainer(tmp_path, tiny_model_dir, fiqa_csv_dir, prompt_format,
+                                                              eos_token):
+    """recipes.data.token_spans repeats TRL's tokenization before the model loads; the trainer's own
+    tokenized dataset must give the same prompt and total lengths, so a change in TRL fails here."""
+    from preprocess.fiqa import preprocess
+    from recipes.data import load_split, tokenize_like_trl
+    from recipes.model_setup import load_tokenizer
+
+    data = tmp_path / "data"
+    preprocess(data, source_dir=fiqa_csv_dir, prompt_format=prompt_format)
+    extra = ["--max_length", "4096"] + (["--eos_token", eos_token] if eos_token else [])
+    recipe = make_recipe(tmp_path, tiny_model_dir, data, *extra)
+    tokenizer = load_tokenizer(recipe.model, recipe.training)
+    eos = recipe.training.eos_token or tokenizer.eos_token
+    expected = [tokenize_like_trl(example, tokenizer, eos) for example in load_split(data, "train")]
+    trainer, _ = build_trainer(recipe)
+    from_trainer = [(next(i for i, label in enumerate(row["labels"]) if label != -100), list(row["input_ids"]))
+                    for row in trainer.train_dataset]
+    assert from_trainer == expected and len(expected) > 10

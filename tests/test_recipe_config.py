@@ -322,3 +322,25 @@ def test_an_unreachable_hub_is_named_within_seconds(tmp_path, fiqa_jsonl_dir):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "hub (http://127.0.0.1:9) cannot be reached" in result.stderr and "HF_HUB_OFFLINE=1" in result.stderr
     assert time.monotonic() - started < 60  # start-up included; the retries took ~75 s before
+
+
+def test_model_init_kwargs_are_the_ones_trl_sft_builds():
+    """recipes.model_setup.model_init_kwargs repeats the model-init block of TRL's `trl sft` script
+    (there is no function to call); evaluate that block's own expressions here, so any change in
+    TRL's keys or values fails this test."""
+    import ast
+    import inspect
+
+    import trl.scripts.sft as sft
+
+    from recipes.model_setup import model_init_kwargs
+
+    tree = ast.parse(inspect.getsource(sft))
+    block = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                 and any(getattr(t, "id", None) == "model_init_kwargs" for t in node.targets))
+    recipe = parse_recipe([str(RECIPES / "smoke.yaml"), "--model_init_kwargs", '{"low_cpu_mem_usage": true}'],
+                          check_environment=False)
+    names = {"model_args": recipe.model, "training_args": recipe.training}
+    expected = {kw.arg: eval(compile(ast.Expression(kw.value), "sft.py", "eval"), names) for kw in block.keywords}
+    expected.update(recipe.training.model_init_kwargs)  # as sft.py: the recipe's own kwargs on top
+    assert model_init_kwargs(recipe.model, recipe.training) == expected

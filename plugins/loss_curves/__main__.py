@@ -13,7 +13,7 @@ from pathlib import Path
 
 from plugins.loss_curves.metrics_log import read_run_rows
 from plugins.loss_curves.plotting import comparison_figure, render_run_charts
-from preprocess.atomic_io import atomic_save_figure
+from recipes.atomic_io import atomic_save_figure
 from recipes.errors import RecipeError
 
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from preprocess.atomic_io import atomic_write_text
+from recipes.atomic_io import atomic_write_text
 from recipes.errors import RecipeError
 
 JSONL_NAME, CSV_NAME = "metrics.jsonl", "metrics.csv"
