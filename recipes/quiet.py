@@ -20,3 +20,6 @@ def quiet_known_noise() -> None:
     # kernels (`use_kernels`), which download from the hub at start; Liger is a pip package that
     # runs offline and on clusters without hub access. Revisit when TRL 2 removes it.
     warnings.filterwarnings("ignore", message=r"`use_liger_kernel=True` is deprecated", category=FutureWarning)
+    # Liger 0.8.5 probes optional backends for each op (CuTe DSL, Ascend) and warns about every one
+    # that is not installed; the Triton kernels it runs here are there. Seen on the H200 runs.
+    logging.getLogger("liger_kernel.backends.registry").setLevel(logging.ERROR)
