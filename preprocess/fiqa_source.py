@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from recipes.file_checks import control_character, unreadable_reason
+
 HUB_REPO_ID = "explodinggradients/fiqa"
 # Output split name -> CSV file name in the hub layout (config ``main``).
 SPLIT_FILES: dict[str, str] = {"train": "train.csv", "validation": "dev.csv", "test": "test.csv"}
@@ -84,6 +86,15 @@ def row_problem(row: dict) -> tuple[str, str | None]:
     answer = answers[0]
     if not answer.strip():
         return "first ground truth is empty", None
+    for name, text in (("question", question), ("answer", answer)):
+        if bad := control_character(text):
+            return f"control character {bad} in the {name}", None
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"unpaired surrogate escape in the {name}", None
+    if None in row:  # csv.DictReader's place for fields beyond the header
+        return f"{len(row[None])} more field(s) than the header has columns", None
     if len(answer) > MAX_ANSWER_CHARS:
         return f"answer longer than {MAX_ANSWER_CHARS:,} characters", None
     return "", answer
@@ -93,9 +104,23 @@ def read_split_csv(path: Path, split: str, on_bad_row: BadRowPolicy = "error") -
     """Parse one split file; bad rows raise (``error``) or are counted per reason (``skip``)."""
     parsed = ParsedSplit(name=split, source_file=path.name)
     first_seen: dict[tuple[str, str], int] = {}
+    reason = unreadable_reason(path)
+    if reason:
+        raise FiqaDataError(f"{path} {reason}. Point --source at a copy of the hub layout ({HUB_REPO_ID}).")
     try:
-        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        with path.open("rb") as probe:
+            head = probe.read(4)
+    except OSError as exc:
+        raise FiqaDataError(f"{path} cannot be read ({exc.strerror or exc}).") from None
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise FiqaDataError(f"{path} is UTF-16 text; save it as UTF-8 (the hub files are UTF-8).")
+    try:
+        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
             reader = csv.DictReader(handle)
+            duplicated = sorted({c for c in (reader.fieldnames or []) if (reader.fieldnames or []).count(c) > 1})
+            if duplicated:
+                raise FiqaDataError(f"{path}: the header names column(s) {', '.join(duplicated)} more than once; "
+                                    "keep one of each.")
             missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
                 raise FiqaDataError(
@@ -123,6 +148,10 @@ def read_split_csv(path: Path, split: str, on_bad_row: BadRowPolicy = "error") -
                 parsed.skipped[reason] += 1
     except csv.Error as exc:
         raise FiqaDataError(f"{path}: malformed CSV ({exc}). Check quoting in the file.") from None
+    if not parsed.pairs:
+        skipped = f" ({sum(parsed.skipped.values())} bad rows were skipped)" if parsed.skipped else ""
+        raise FiqaDataError(f"{path} holds no usable rows{skipped}: a split must not be empty. Check that the file is "
+                            f"the {split} split of {HUB_REPO_ID}.")
     return parsed
 
 

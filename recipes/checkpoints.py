@@ -54,9 +54,12 @@ def checkpoint_problem(folder: Path) -> str | None:
     if not state.is_file():
         return "no trainer_state.json: the save was cut short"
     try:
-        json.loads(state.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        trainer_state = json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return "trainer_state.json does not parse (a torn write)"
+    if not isinstance(trainer_state, dict) or not isinstance(trainer_state.get("global_step"), int) \
+            or not isinstance(trainer_state.get("log_history", []), list):
+        return "trainer_state.json is not a trainer state (no integer global_step)"
     weight_files = [folder / w for w in ("adapter_model.safetensors", "model.safetensors") if (folder / w).is_file()]
     legacy = any((folder / w).is_file() for w in ("adapter_model.bin", "pytorch_model.bin"))
     sharded = any((shards / ".metadata").is_file() for shards in folder.glob("pytorch_model_fsdp_*"))

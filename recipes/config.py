@@ -92,14 +92,40 @@ def closest_key_hint(key: str, keys: list[str]) -> str:
     return " Run `python -m recipes.run --help` for the list of keys."
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice is an error, not "the last one wins"."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key `{key}` appears twice (lines {seen[key]} and {key_node.start_mark.line + 1}); "
+                "keep one", key_node.start_mark)
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def load_recipe_file(path: Path) -> dict[str, Any]:
     """Read a recipe YAML file into a mapping, with a clear error for each way it can be wrong."""
-    if not path.is_file():
+    from recipes.file_checks import control_character, read_text
+
+    if not path.exists():
         raise RecipeError(f"recipe file {path} does not exist. Pass the path of a YAML recipe, e.g. recipes/smoke.yaml.")
+    text = read_text(path, "recipe", "Pass a YAML recipe saved as UTF-8 text, e.g. a copy of recipes/smoke.yaml.")
+    if bad := control_character(text):
+        raise RecipeError(f"recipe {path} holds the control character {bad}: it is not a text recipe. Remove it.")
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise RecipeError(f"recipe {path} is not valid YAML: {exc}".rstrip(".") + ".") from None
+    except RecursionError:
+        raise RecipeError(f"recipe {path} nests its values too deeply to be a recipe.") from None
     if content is None:
         return {}
     if not isinstance(content, dict):

@@ -23,16 +23,57 @@ def preprocess_hint(data_dir: str | Path) -> str:
     return f"python -m preprocess.fiqa --out {data_dir}"
 
 
+def _text_problem(value, name: str) -> str | None:
+    """Why one prompt or completion text cannot be trained on, or None."""
+    from recipes.file_checks import control_character
+
+    if not isinstance(value, str):
+        return f"`{name}` is {type(value).__name__}, not text"
+    if not value.strip():
+        return f"`{name}` is empty"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"`{name}` holds an unpaired surrogate escape (\\ud800-\\udfff), not text"
+    if bad := control_character(value):
+        return f"`{name}` holds the control character {bad}"
+    return None
+
+
+def record_problem(record) -> str | None:
+    """Why a JSONL record is not a prompt/completion example as TRL takes it, or None: both texts,
+    or both lists of chat messages with a text ``role`` and ``content``."""
+    if not isinstance(record, dict) or not {"prompt", "completion"} <= set(record):
+        return "a record needs `prompt` and `completion`: it was not written by preprocess.fiqa"
+    prompt, completion = record["prompt"], record["completion"]
+    if isinstance(prompt, list) or isinstance(completion, list):
+        for name, messages in (("prompt", prompt), ("completion", completion)):
+            if not isinstance(messages, list) or not messages:
+                return f"`{name}` must be a non-empty list of chat messages, like the other field"
+            for message in messages:
+                if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                    return f"`{name}` holds a message without a text `role`"
+                if problem := _text_problem(message.get("content"), f"{name}` message `content"):
+                    return problem
+        return None
+    return _text_problem(prompt, "prompt") or _text_problem(completion, "completion")
+
+
 def read_jsonl_records(path: Path, data_dir: str | Path) -> list[dict]:
     """Every record of a JSONL split, or one error naming the file, the line and what is wrong with it.
 
     Read line by line rather than through ``datasets``' JSON builder: a torn or hand-edited
     file then fails with its line number instead of an Arrow traceback, and no progress bar
-    named "Generating train split" appears for what is a plain file read.
+    named "Generating train split" appears for what is a plain file read. Each record is
+    checked as TRL will use it (texts or chat messages, not empty, no control bytes).
     """
     fix = f"Regenerate it with `{preprocess_hint(data_dir)}`."
     records = []
-    with path.open("rb") as handle:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise RecipeError(f"data file {path} cannot be read ({exc.strerror or exc}). {fix}") from None
+    with handle:
         for number, raw in enumerate(handle, 1):
             try:
                 text = raw.decode("utf-8")
@@ -47,18 +88,22 @@ def read_jsonl_records(path: Path, data_dir: str | Path) -> list[dict]:
                     f"{path}, line {number}: not a JSON object ({exc.msg} at column {exc.colno}); the file may be "
                     f"truncated or edited by hand. {fix}"
                 ) from None
-            if not isinstance(record, dict) or not {"prompt", "completion"} <= set(record):
-                raise RecipeError(
-                    f"{path}, line {number}: a record needs `prompt` and `completion`: it was not written by "
-                    f"preprocess.fiqa. {fix}"
-                )
+            except (ValueError, RecursionError) as exc:
+                raise RecipeError(f"{path}, line {number}: not a record preprocess.fiqa writes ({exc}). {fix}") from None
+            if problem := record_problem(record):
+                raise RecipeError(f"{path}, line {number}: {problem}. {fix}")
             records.append(record)
     return records
 
 
 def read_split(data_dir: str | Path, split: str) -> list[dict]:
     """The records of one split, checked: the file exists, parses line by line, and is not empty."""
+    from recipes.file_checks import unreadable_reason
+
     path = split_path(data_dir, split)
+    reason = unreadable_reason(path)
+    if reason and reason != "does not exist":
+        raise RecipeError(f"data file {path} {reason}. Regenerate it with `{preprocess_hint(data_dir)}`.")
     if not path.is_file():
         raise RecipeError(
             f"data file {path} does not exist. Write the FiQA splits with `{preprocess_hint(data_dir)}` "

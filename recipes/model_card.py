@@ -26,10 +26,13 @@ def _data_description(recipe: Recipe) -> tuple[str, str | None]:
     manifest_path = Path(recipe.recipe.data_dir) / "manifest.json"
     if not manifest_path.is_file():
         return f"`{recipe.recipe.data_dir}`", None
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    splits = manifest.get("splits", {})
-    rows = ", ".join(f"{name} {info.get('rows')}" for name, info in splits.items())
-    source = manifest.get("source", "")
+    try:  # the card is written after a finished run: a damaged data manifest must not fail it
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        splits = manifest.get("splits", {})
+        rows = ", ".join(f"{name} {info.get('rows')}" for name, info in splits.items())
+        source = str(manifest.get("source", ""))
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError):
+        return f"`{recipe.recipe.data_dir}` (its manifest.json could not be read)", None
     hub_id = source.removeprefix("hf://datasets/").split("@")[0] if source.startswith("hf://datasets/") else None
     return f"FiQA from `{source}` ({rows} rows), `{manifest.get('format')}` prompt format", hub_id
 

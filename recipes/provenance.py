@@ -125,8 +125,12 @@ def resume_differences(recipe, data_files: dict[str, Path]) -> list[str]:
     path = Path(recipe.training.output_dir) / MANIFEST_NAME
     try:
         before = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return []
+    if not isinstance(before, dict) or not isinstance(before.get("recipe") or {}, dict) \
+            or not isinstance(before.get("data") or {}, dict) \
+            or not all(isinstance(e, dict) for e in (before.get("data") or {}).values()):
+        return []  # not a manifest this project writes: nothing trustworthy to compare against
     # Only the keys of TRL's configs and the project's own: plugin keys (of this run or the earlier
     # one) change what is logged, not what is trained.
     trained = {f.name for config in (recipe.recipe, recipe.training, recipe.model) for f in fields(config)}

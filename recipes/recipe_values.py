@@ -10,6 +10,7 @@ caller reports them all at once.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -117,6 +118,10 @@ def coerce(spec: KeySpec, value: Any, from_cli: bool = False) -> tuple[Any, str 
     typed = _scalar(spec, value)
     if typed is _NOT_SET:
         return None, _invalid(spec, value)
+    if isinstance(typed, float) and not math.isfinite(typed):
+        return None, f"`{spec.name}` is {typed}: it must be a finite number."
+    if isinstance(typed, int) and not isinstance(typed, bool) and abs(typed) >= 2**63:
+        return None, f"`{spec.name}` is {typed}: too large for a 64-bit integer."
     if spec.choices and isinstance(typed, str) and typed not in spec.choices:
         return None, invalid_choice_message(spec.name, typed, list(spec.choices))
     return typed, None

@@ -86,6 +86,8 @@ class RunLock:
             age = time.time() - self.path.stat().st_mtime
         except (OSError, ValueError):  # torn or unreadable: whoever wrote it did not finish
             owner, age = {}, float("inf")
+        if not isinstance(owner, dict):  # not a lock this project writes
+            owner = {}
         reason = _stale_reason(owner, age) if owner else "it is unreadable"
         if reason is None:
             raise RecipeError(

@@ -88,12 +88,14 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
 
     model_args, args = recipe.model, recipe.training
     check_accelerator(model_args, args)
-    if recipe.recipe.overwrite_output_dir and is_finished_run(args.output_dir):
-        clear_finished_run(args.output_dir)
     prepare_assets(recipe)
     tokenizer = load_tokenizer(model_args, args)
     check_architecture(model_args, args)
     datasets, reports = load_datasets(recipe, tokenizer)
+    if recipe.recipe.overwrite_output_dir and is_finished_run(args.output_dir):
+        # Only now, with the data and the model's shape known to be sound: a run refused for a bad
+        # file must leave the finished run it would have replaced untouched.
+        clear_finished_run(args.output_dir)
     peft_config, quantization_config = build_peft_and_quantization(model_args)
     args.model_init_kwargs = model_init_kwargs(model_args, args)
     plugin_callbacks = [

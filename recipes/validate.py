@@ -66,6 +66,8 @@ def check_ranges(v: dict[str, Any]) -> list[str]:
             problems.append(f"`{key}` is {v[key]}: it must be positive.")
     if v["eval_steps"] is not None and v["eval_steps"] <= 0:
         problems.append(f"`eval_steps` is {v['eval_steps']}: it must be positive.")
+    if not 0 <= v["seed"] < 2**32:
+        problems.append(f"`seed` is {v['seed']}: use a value in [0, 2**32) (numpy's seed range), e.g. 42.")
     if v["save_total_limit"] is not None and v["save_total_limit"] < 1:
         problems.append(f"`save_total_limit` is {v['save_total_limit']}: keep at least 1 checkpoint.")
     return problems

@@ -24,6 +24,13 @@ def damage(path, how: str) -> None:
         path.write_bytes(lines[0] + b'{"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}]}\n')
     elif how == "empty":
         path.write_bytes(b"\n")
+    else:  # one bad record as line 4
+        bad = {"prompt-not-text": b'{"prompt": 5, "completion": " x"}',
+               "empty-completion": b'{"prompt": "q", "completion": ""}',
+               "control-byte": b'{"prompt": "q\\u0000", "completion": " x"}',
+               "too-deep": b"[" * 100_000,
+               "chat-without-role": b'{"prompt": [{"content": "q"}], "completion": [{"role": "assistant", "content": "a"}]}'}[how]
+        path.write_bytes(b"".join(lines[:3]) + bad + b"\n" + b"".join(lines[3:]))
 
 
 @pytest.mark.parametrize(
@@ -34,6 +41,11 @@ def damage(path, how: str) -> None:
         ("missing-keys", "train.jsonl, line 4: a record needs `prompt` and `completion`"),
         ("mixed-formats", "train.jsonl mixes record shapes"),
         ("empty", "train.jsonl holds no examples"),
+        ("prompt-not-text", "train.jsonl, line 4: `prompt` is int, not text"),
+        ("empty-completion", "train.jsonl, line 4: `completion` is empty"),
+        ("control-byte", "train.jsonl, line 4: `prompt` holds the control character '\\x00'"),
+        ("too-deep", "train.jsonl, line 4: not a record preprocess.fiqa writes"),
+        ("chat-without-role", "train.jsonl, line 4: `prompt` holds a message without a text `role`"),
     ],
 )
 def test_a_damaged_split_is_named_with_its_line_and_nothing_is_written(how, expected, tmp_path, fiqa_jsonl_dir,
@@ -87,3 +99,23 @@ def test_a_disk_too_small_for_the_checkpoints_is_refused_before_loading(tmp_path
     err = capsys.readouterr().err
     assert "has 0.00 GiB free; this run needs about" in err and "3 checkpoints of 16,384 trainable parameters" in err
     assert not (tmp_path / "runs" / "smoke").exists()  # refused before anything was written
+
+
+def test_a_refused_overwrite_leaves_the_finished_run_in_place(tmp_path, fiqa_jsonl_dir, tiny_model_dir, capsys,
+                                                              monkeypatch):
+    """overwrite_output_dir replaces a finished run only once the new run's data is known to be sound."""
+    import json
+
+    from recipes.run import main
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    (run / "checkpoint-10").mkdir(parents=True)
+    (run / "run_manifest.json").write_text(json.dumps({"status": "finished"}))
+    data = tmp_path / "data"
+    shutil.copytree(fiqa_jsonl_dir, data)
+    damage(data / "train.jsonl", "torn")
+    code = main([SMOKE, "--model_name_or_path", str(tiny_model_dir), "--data_dir", str(data),
+                 "--build_smoke_assets", "false", "--output_dir", str(run), "--overwrite_output_dir", "true"])
+    assert code == 2 and "not a JSON object" in capsys.readouterr().err
+    assert (run / "checkpoint-10").is_dir() and json.loads((run / "run_manifest.json").read_text())["status"] == "finished"

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from preprocess.fiqa_source import FiqaDataError, read_split_csv
+from recipes.file_checks import control_character
 
 GOOD = ("What is a bond?", repr(["A bond is a loan.", "Another answer."]))
 
@@ -87,6 +88,7 @@ def is_valid(question: str, raw: str) -> bool:
     return (
         bool(question.strip()) and isinstance(value, list) and bool(value)
         and all(isinstance(v, str) for v in value) and bool(value[0].strip())
+        and control_character(question) is None and control_character(value[0]) is None
     )
 
 
@@ -96,8 +98,6 @@ def test_random_rows_never_crash_and_valid_answers_survive_unchanged(tmp_path, r
     import ast
 
     path = write_csv(tmp_path / "train.csv", rows)
-    parsed = read_split_csv(path, "train", on_bad_row="skip")  # must not raise
-
     expected, seen = [], set()
     for question, raw in rows:
         if is_valid(question, raw):
@@ -105,6 +105,11 @@ def test_random_rows_never_crash_and_valid_answers_survive_unchanged(tmp_path, r
             if key not in seen:
                 seen.add(key)
                 expected.append(key)
+    if not expected:  # an empty split is an error, never an empty file
+        with pytest.raises(FiqaDataError, match="holds no usable rows|data row"):
+            read_split_csv(path, "train", on_bad_row="skip")
+        return
+    parsed = read_split_csv(path, "train", on_bad_row="skip")  # must not raise
     assert parsed.pairs == expected  # every valid row, answer byte for byte, in order
     assert len(parsed.pairs) + sum(parsed.skipped.values()) == len(rows)  # nothing dropped silently
 
@@ -114,3 +119,32 @@ def test_random_rows_never_crash_and_valid_answers_survive_unchanged(tmp_path, r
         assert "data row" in str(exc)
     else:
         assert strict.pairs == expected and len(expected) == len(rows)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"question,ground_truths\n", "holds no usable rows"),
+        ("question,ground_truths\n".encode("utf-16"), "is UTF-16 text; save it as UTF-8"),
+        (b"question,question,ground_truths\nQ?,Q?,\"['a']\"\n", "names column(s) question more than once"),
+        (b"question,ground_truths\nWhat?,\"['a']\",extra\n", "more field(s) than the header has columns"),
+        (b"question,ground_truths\nmort\x00gage?,\"['a']\"\n", "control character '\\x00' in the question"),
+        (b"question,ground_truths\nQ?,\"['an \x1b answer']\"\n", "control character '\\x1b' in the answer"),
+    ],
+    ids=["header only", "utf-16", "duplicate header", "extra field", "NUL", "ESC"],
+)
+def test_malformed_split_files_are_named(tmp_path, content, message):
+    path = tmp_path / "dev.csv"
+    path.write_bytes(content)
+    with pytest.raises(FiqaDataError) as info:
+        read_split_csv(path, "validation")
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_utf8_bom_is_accepted_and_a_folder_is_named(tmp_path):
+    path = write_csv(tmp_path / "test.csv", [GOOD])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert read_split_csv(path, "test").pairs == [(GOOD[0], "A bond is a loan.")]
+    (tmp_path / "dev.csv").mkdir()
+    with pytest.raises(FiqaDataError, match="is a folder, not a file"):
+        read_split_csv(tmp_path / "dev.csv", "validation")

@@ -344,3 +344,30 @@ def test_model_init_kwargs_are_the_ones_trl_sft_builds():
     expected = {kw.arg: eval(compile(ast.Expression(kw.value), "sft.py", "eval"), names) for kw in block.keywords}
     expected.update(recipe.training.model_init_kwargs)  # as sft.py: the recipe's own kwargs on top
     assert model_init_kwargs(recipe.model, recipe.training) == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"model_name_or_path: m\n# recip\xe9 in Latin-1\n", "is not UTF-8 text (byte 0xe9"),
+        ("model_name_or_path: m\n".encode("utf-16"), "is UTF-16 text; save it as UTF-8"),
+        (b"model_name_or_path: m\noutput_dir: a\noutput_dir: b\n", "key `output_dir` appears twice (lines 2 and 3)"),
+        (b"model_name_or_path: m\nx: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nests its values too deeply"),
+        (b"model_name_or_path: m\x00\n", "holds the control character '\\x00'"),
+        (b"model_name_or_path: m\nnum_train_epochs: .inf\n", "`num_train_epochs` is inf: it must be a finite number"),
+        (b"model_name_or_path: m\nmax_grad_norm: .nan\n", "`max_grad_norm` is nan: it must be a finite number"),
+        (b"model_name_or_path: m\nseed: 99999999999\n", "`seed` is 99999999999: use a value in [0, 2**32)"),
+    ],
+    ids=["latin-1", "utf-16", "duplicate key", "deep nesting", "NUL", "inf", "nan", "seed"],
+)
+def test_a_malformed_recipe_file_is_named_in_one_paragraph(tmp_path, content, says):
+    path = tmp_path / "recipe.yaml"
+    path.write_bytes(content)
+    with pytest.raises(RecipeError) as info:
+        parse_recipe([str(path)], check_environment=False)
+    assert says in str(info.value)
+
+
+def test_a_folder_given_as_the_recipe_is_named(tmp_path):
+    with pytest.raises(RecipeError, match="is a folder, not a file"):
+        parse_recipe([str(tmp_path)], check_environment=False)

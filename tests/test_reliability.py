@@ -217,12 +217,21 @@ def test_run_manifest_records_provenance(work):
         ("torn-state", "trainer_state.json does not parse"),
         ("truncated-weights", "adapter_model.safetensors is"),
         ("truncated-optimizer", "optimizer.pt is cut off"),
+        ('{}', "not a trainer state"),
+        ('[]', "not a trainer state"),
+        ('{"global_step": "sixty"}', "not a trainer state"),
     ],
 )
 def test_resume_skips_a_checkpoint_whose_files_exist_but_are_damaged(tmp_path, damage, reason):
     from recipes.checkpoints import resolve_resume, usable_checkpoints
 
     write_checkpoint(tmp_path / "checkpoint-10")
+    if damage.startswith(("{", "[")):  # parses, but is not what the Trainer writes
+        write_checkpoint(tmp_path / "checkpoint-20", state=damage)
+        found, skipped = usable_checkpoints(tmp_path)
+        assert found == tmp_path / "checkpoint-10"
+        assert [(p.name, reason in why) for p, why in skipped] == [("checkpoint-20", True)]
+        return
     newest = write_checkpoint(tmp_path / "checkpoint-20")
     target = {"torn-state": "trainer_state.json", "truncated-weights": "adapter_model.safetensors",
               "truncated-optimizer": "optimizer.pt"}[damage]
