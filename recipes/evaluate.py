@@ -22,7 +22,7 @@ from pathlib import Path
 
 from recipes.atomic_io import atomic_save_figure, atomic_write_text
 from preprocess.prompt_format import detect_prompt_format
-from recipes.data import audit_truncation, read_split, records_dataset
+from recipes.data import audit_truncation, read_split, records_dataset, split_path
 from recipes.errors import RecipeError
 from recipes.answers import DEFAULT_REPETITION_PENALTY, Answer, generate_answers
 from recipes.scoring import (
@@ -180,11 +180,28 @@ def markdown_report(report: dict, rows: list[dict], examples: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_evaluation_records(records: list[dict], path) -> None:
+    """Evaluation scores answers against the reference, so every record needs its ``question`` and
+    ``answer`` text and a prompt format the project can rebuild; checked before the model loads."""
+    for number, record in enumerate(records, 1):
+        for key in ("question", "answer"):
+            if not isinstance(record.get(key), str) or not record[key].strip():
+                raise RecipeError(
+                    f"{path}, record {number}: no `{key}` text, which evaluation scores against. Evaluate a split "
+                    "written by `python -m preprocess.fiqa` (it keeps question and answer beside the prompt)."
+                )
+    try:
+        detect_prompt_format(records[0])
+    except ValueError as exc:
+        raise RecipeError(f"{path}, record 1: {exc}.") from None
+
+
 def evaluate_run(run_dir: Path, split: str, limit: int | None, max_new_tokens: int, batch_size: int,
                  encoder: str, out_dir: Path | None = None, **decoding) -> dict:
     recipe = load_run_recipe(run_dir)
     records = read_split(recipe.recipe.data_dir, split)  # checks the file and names the fix if missing
     records = records[:limit] if limit else records
+    check_evaluation_records(records, split_path(recipe.recipe.data_dir, split))  # before the model loads
     dataset = records_dataset(records, recipe.recipe.data_dir, split)
     tokenizer = load_run_tokenizer(run_dir)
     model = load_adapter_model(run_dir, recipe)

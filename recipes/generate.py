@@ -23,16 +23,27 @@ def run_prompt_format(recipe) -> str:
     path = split_path(recipe.recipe.data_dir, recipe.recipe.train_split)
     if not path.is_file():
         return "completion"
-    with path.open(encoding="utf-8") as handle:
-        return detect_prompt_format(json.loads(handle.readline()))
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return detect_prompt_format(json.loads(handle.readline()))
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, RecursionError) as exc:
+        raise RecipeError(
+            f"the run's training data {path} (line 1), which tells the prompt format to answer in, cannot be read: "
+            f"{exc}. Restore it with `python -m preprocess.fiqa --out {recipe.recipe.data_dir}` (and the --format "
+            "the run was trained with)."
+        ) from None
 
 
 def read_questions(args) -> list[str]:
     questions = list(args.questions)
     if args.file:
-        if not args.file.is_file():
-            raise RecipeError(f"--file {args.file} does not exist. Give a text file with one question per line.")
-        questions += [line.strip() for line in args.file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        from recipes.file_checks import control_character, read_text
+
+        text = read_text(args.file, "--file", "Give a UTF-8 text file with one question per line.")
+        if bad := control_character(text):
+            raise RecipeError(f"--file {args.file} holds the control character {bad}: give plain text, one question "
+                              "per line.")
+        questions += [line.strip() for line in text.splitlines() if line.strip()]
     if not questions:
         raise RecipeError('no question given. Pass one or more questions, e.g. "What is an ETF?", or --file FILE.')
     return questions
@@ -58,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         questions = read_questions(args)
         recipe = load_run_recipe(args.run_dir)
+        prompt_format = run_prompt_format(recipe)  # before the model loads: a bad file fails in seconds
         tokenizer = load_run_tokenizer(args.run_dir)
         model = load_adapter_model(args.run_dir, recipe)
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    prompt_format = run_prompt_format(recipe)
     source = "the base model alone, adapter disabled" if args.base else "the base model + this run's adapter"
     print(f"Answers of {source} ({recipe.model.model_name_or_path}; {prompt_format} prompt format, greedy, "
           f"repetition penalty {args.repetition_penalty}):\n")

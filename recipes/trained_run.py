@@ -14,6 +14,21 @@ from recipes.config import Recipe, parse_recipe
 from recipes.errors import RecipeError
 
 
+def adapter_config_problem(path: Path) -> str | None:
+    """Why PEFT could not load this adapter_config.json, found before the base model loads."""
+    import json
+
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return f"{path.name} cannot be read as JSON ({exc})"
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        return f"{path.name} does not describe a LoRA adapter (no `peft_type: LORA`)"
+    if not isinstance(config.get("r"), int) or config["r"] < 1:
+        return f"{path.name} has no positive integer rank `r`"
+    return None
+
+
 def load_run_recipe(run_dir: str | Path, *overrides: str) -> Recipe:
     """The recipe a run was trained with, from ``RUN_DIR/recipe.yaml``."""
     run = Path(run_dir)
@@ -22,7 +37,7 @@ def load_run_recipe(run_dir: str | Path, *overrides: str) -> Recipe:
             f"{run} is not a finished run: it lacks adapter_config.json or recipe.yaml. Pass the output_dir "
             "of a run of `recipes.run` (where the adapter was saved)."
         )
-    if problem := saved_adapter_problem(run):
+    if problem := saved_adapter_problem(run) or adapter_config_problem(run / "adapter_config.json"):
         newest = newest_complete_checkpoint(run)
         raise RecipeError(
             f"{run} holds no usable adapter: {problem}. Use its newest whole checkpoint"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -197,8 +198,35 @@ def test_a_gpu_trained_run_can_be_read_on_a_cpu_machine(tmp_path):
     run = tmp_path / "gpu-run"
     run.mkdir()
     shutil.copy(REPO_ROOT / "recipes" / "nemotron_fiqa_qlora.yaml", run / "recipe.yaml")
-    (run / "adapter_config.json").write_text("{}")
+    (run / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}')
     recipe = load_run_recipe(run)
     assert recipe.model.load_in_4bit and recipe.training.bf16
     with pytest.raises(RecipeError, match="bitsandbytes quantization"):  # 4-bit loading still needs a GPU
         load_base_model(recipe, quantized=True)
+
+
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [("{", "cannot be read as JSON"), ("[]", "does not describe a LoRA adapter"),
+     ('{"peft_type": "NOPE", "r": 8}', "does not describe a LoRA adapter"),
+     ('{"peft_type": "LORA", "r": "eight"}', "no positive integer rank")],
+)
+def test_a_damaged_adapter_config_is_named_before_the_model_loads(tmp_path, config, says):
+    from recipes.errors import RecipeError
+    from recipes.trained_run import load_run_recipe
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(REPO_ROOT / "recipes" / "smoke.yaml", run / "recipe.yaml")
+    (run / "adapter_config.json").write_text(config)
+    with pytest.raises(RecipeError, match=says):
+        load_run_recipe(run)
+
+
+def test_evaluation_needs_question_and_answer_before_the_model_loads(tmp_path):
+    from recipes.errors import RecipeError
+    from recipes.evaluate import check_evaluation_records
+
+    with pytest.raises(RecipeError, match=r"record 2: no `answer` text"):
+        check_evaluation_records([{"question": "q", "answer": "a", "prompt": "p"}, {"question": "q", "prompt": "p"}],
+                                 tmp_path / "test.jsonl")

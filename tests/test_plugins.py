@@ -273,3 +273,35 @@ def test_a_series_of_one_point_is_drawn():
     rows = [{"step": 1, "kind": "train", "loss": 2.5}]
     lines = loss_figure(rows, "one step").axes[0].get_lines()
     assert all(line.get_marker() not in (None, "None", "") for line in lines)  # a marker, or nothing shows
+
+
+def test_a_damaged_metrics_file_is_named_and_the_charts_come_from_the_trainer_state(tmp_path, capsys):
+    """plugins.loss_curves never stops on a torn metrics.jsonl: it says which line and draws from
+    trainer_state.json; with neither readable it is an error naming the file."""
+    import json as json_module
+
+    from plugins.loss_curves.__main__ import main as curves_main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    history = [{"step": s, "epoch": s / 10, "loss": 3.0 - 0.1 * s, "learning_rate": 1e-3} for s in range(1, 6)]
+    (run / "trainer_state.json").write_text(json_module.dumps({"global_step": 5, "log_history": history}))
+    (run / "metrics.jsonl").write_text('{"step": 1, "kind": "train", "loss": 2.9}\n{"step": 2, "lo')
+    assert curves_main([str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "metrics.jsonl, line 2: not a metrics row" in err and "Drawing from" in err and "Traceback" not in err
+    assert (run / "loss.png").is_file()
+    (run / "trainer_state.json").write_text('{"global_step": 5, "log_history": [1, "x"]}')
+    assert curves_main([str(run)]) == 2
+    assert "log_history is not a list of log entries" in capsys.readouterr().err
+
+
+def test_a_resumed_run_rebuilds_damaged_metrics_rows_from_the_checkpoint(tmp_path, capsys):
+    from plugins.loss_curves.metrics_log import MetricsLog, read_jsonl_rows
+
+    log = MetricsLog(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text("not json\n")
+    history = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"step": 3, "loss": 1.2}]
+    log.start(resumed_step=2, log_history=history)
+    assert "line 1: not a metrics row" in capsys.readouterr().out
+    assert [r["step"] for r in read_jsonl_rows(tmp_path / "metrics.jsonl")] == [1, 2]

@@ -42,7 +42,7 @@ class LossCurvesCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.log.start(resumed_step=state.global_step)
+            self.log.start(resumed_step=state.global_step, log_history=state.log_history)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:

@@ -39,8 +39,8 @@ def run_smoothing(run_dir: Path) -> float:
     if recipe.is_file():
         try:
             value = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("loss_curves_smoothing")
-        except yaml.YAMLError:
-            value = None
+        except (yaml.YAMLError, OSError, UnicodeDecodeError, AttributeError, RecursionError):
+            value = None  # an unreadable recipe.yaml: draw with the default smoothing
         if isinstance(value, (int, float)):
             return float(value)
     return DEFAULT_SMOOTHING

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,17 @@ class MetricsLog:
     def csv_path(self) -> Path:
         return self.run_dir / CSV_NAME
 
-    def start(self, resumed_step: int) -> None:
-        """Fresh run: start empty. Resumed run: keep the rows up to the checkpoint's step."""
+    def start(self, resumed_step: int, log_history: list[dict[str, Any]] | None = None) -> None:
+        """Fresh run: start empty. Resumed run: keep the rows up to the checkpoint's step; when
+        the file is damaged, rebuild them from the checkpoint's log history and say so."""
         self.rows = []
-        if resumed_step > 0 and self.jsonl_path.is_file():
-            self.rows = [r for r in read_jsonl_rows(self.jsonl_path) if int(r.get("step", 0)) <= resumed_step]
+        if resumed_step > 0 and self.jsonl_path.exists():
+            try:
+                rows = read_jsonl_rows(self.jsonl_path)
+            except RecipeError as exc:
+                print(f"{exc} Rebuilt the rows up to step {resumed_step} from the checkpoint's trainer state.")
+                rows = rows_from_log_history(log_history or [])
+            self.rows = [r for r in rows if int(r.get("step") or 0) <= resumed_step]
         self.write()
 
     def append(self, row: dict[str, Any]) -> None:
@@ -76,7 +83,24 @@ def rows_to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def read_jsonl_rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The rows of a metrics.jsonl, or a RecipeError naming the first damaged line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path} cannot be read ({exc}).") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int) or not all(
+                isinstance(row.get(k), (int, float, type(None))) for k in ("loss", "eval_loss", "learning_rate")):
+            raise RecipeError(f"{path}, line {number}: not a metrics row (torn or edited).")
+        rows.append(row)
+    return rows
 
 
 def rows_from_log_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -104,12 +128,23 @@ def find_trainer_state(run_dir: Path) -> Path | None:
 def read_run_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     """A run's rows from ``metrics.jsonl``, else from ``trainer_state.json``."""
     run = Path(run_dir)
-    if (run / JSONL_NAME).is_file():
-        return read_jsonl_rows(run / JSONL_NAME)
     state = find_trainer_state(run)
+    if (run / JSONL_NAME).exists():
+        try:
+            return read_jsonl_rows(run / JSONL_NAME)
+        except RecipeError as exc:
+            if state is None:
+                raise
+            print(f"{exc} Drawing from {state} instead.", file=sys.stderr)
     if state is None:
         raise RecipeError(
             f"{run} holds neither {JSONL_NAME} nor a trainer_state.json (also none in checkpoint-*/). "
             "Point at the output_dir of a training run."
         )
-    return rows_from_log_history(json.loads(state.read_text(encoding="utf-8")).get("log_history", []))
+    try:
+        history = json.loads(state.read_text(encoding="utf-8")).get("log_history", [])
+    except (OSError, ValueError, AttributeError, RecursionError) as exc:
+        raise RecipeError(f"{state} is not a readable trainer state ({exc}).") from None
+    if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
+        raise RecipeError(f"{state}: its log_history is not a list of log entries.")
+    return rows_from_log_history(history)
