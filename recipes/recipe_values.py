@@ -122,6 +122,11 @@ def coerce(spec: KeySpec, value: Any, from_cli: bool = False) -> tuple[Any, str 
         return None, f"`{spec.name}` is {typed}: it must be a finite number."
     if isinstance(typed, int) and not isinstance(typed, bool) and abs(typed) >= 2**63:
         return None, f"`{spec.name}` is {typed}: too large for a 64-bit integer."
+    if isinstance(typed, str):
+        try:
+            typed.encode("utf-8")
+        except UnicodeEncodeError:
+            return None, f"`{spec.name}` holds an unpaired surrogate escape: it is not text."
     if spec.choices and isinstance(typed, str) and typed not in spec.choices:
         return None, invalid_choice_message(spec.name, typed, list(spec.choices))
     return typed, None

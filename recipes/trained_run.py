@@ -61,8 +61,12 @@ def load_run_tokenizer(run_dir: str | Path):
 
     try:
         return AutoTokenizer.from_pretrained(run_dir)
-    except (OSError, ValueError) as exc:
-        raise loading_error(str(run_dir), exc) from None
+    except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
+        raise RecipeError(
+            f"the tokenizer saved in {run_dir} cannot be loaded ({type(exc).__name__}: {exc}); its tokenizer files "
+            "(tokenizer.json, tokenizer_config.json) are damaged. Copy them from the base model or the run's "
+            "newest checkpoint."
+        ) from None
 
 
 def load_base_model(recipe: Recipe, quantized: bool = True, keep_dtype: bool = False):

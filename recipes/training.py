@@ -104,7 +104,23 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         for callback in plugin.callbacks(recipe)
     ]
     guards = [PreemptionCallback(), NonFiniteLossGuard()]
-    trainer = SFTTrainer(
+    try:
+        trainer = make_trainer(SFTTrainer, recipe, datasets, tokenizer, peft_config, quantization_config,
+                               [*guards, *plugin_callbacks, *(callbacks or [])])
+    except TypeError as exc:
+        if "model_init_kwargs" in recipe.resolved and "unexpected keyword argument" in str(exc):
+            raise RecipeError(f"`model_init_kwargs` holds a key the model does not take: {exc}. Remove it "
+                              "(from_pretrained's own arguments, e.g. low_cpu_mem_usage, are accepted).") from None
+        raise
+    for plugin in recipe.plugins:
+        plugin.on_trainer_ready(trainer, recipe)
+    return trainer, reports
+
+
+def make_trainer(trainer_class, recipe: Recipe, datasets, tokenizer, peft_config, quantization_config, callbacks):
+    """TRL's trainer, given the model by name as ``trl sft`` does: it loads it (4-bit when asked)."""
+    model_args, args = recipe.model, recipe.training
+    return trainer_class(
         model=model_args.model_name_or_path,
         args=args,
         train_dataset=datasets["train"],
@@ -112,11 +128,8 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         processing_class=tokenizer,
         peft_config=peft_config,
         quantization_config=quantization_config,
-        callbacks=[*guards, *plugin_callbacks, *(callbacks or [])],
+        callbacks=callbacks,
     )
-    for plugin in recipe.plugins:
-        plugin.on_trainer_ready(trainer, recipe)
-    return trainer, reports
 
 
 def trainable_parameters_line(model) -> str:

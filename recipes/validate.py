@@ -150,6 +150,10 @@ def check_output_dir(v: dict[str, Any]) -> list[str]:
             f"`output_dir` {v['output_dir']} holds a finished run. Choose another output_dir, or set "
             "`overwrite_output_dir: true` (or --overwrite_output_dir true) to replace it."
         )
+    for name in ("run_manifest.json", ".run.lock"):
+        if v["output_dir"] and (Path(v["output_dir"]) / name).is_dir():
+            problems.append(f"{Path(v['output_dir']) / name} is a folder where the run keeps a file; remove it or "
+                            "choose another `output_dir`.")
     resume = v.get("resume_from_checkpoint")
     if resume and resume != "auto" and not Path(resume).is_dir():
         problems.append(

@@ -119,3 +119,12 @@ def test_a_refused_overwrite_leaves_the_finished_run_in_place(tmp_path, fiqa_jso
                  "--build_smoke_assets", "false", "--output_dir", str(run), "--overwrite_output_dir", "true"])
     assert code == 2 and "not a JSON object" in capsys.readouterr().err
     assert (run / "checkpoint-10").is_dir() and json.loads((run / "run_manifest.json").read_text())["status"] == "finished"
+
+
+def test_a_model_init_kwargs_key_the_model_does_not_take_is_named(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    from recipes.run import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main([SMOKE, "--model_name_or_path", str(tiny_model_dir), "--model_init_kwargs", '{"foo": "bar"}'])
+    err = capsys.readouterr().err
+    assert code == 2 and "`model_init_kwargs` holds a key the model does not take" in err and "foo" in err, err[-2000:]

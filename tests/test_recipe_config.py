@@ -371,3 +371,20 @@ def test_a_malformed_recipe_file_is_named_in_one_paragraph(tmp_path, content, sa
 def test_a_folder_given_as_the_recipe_is_named(tmp_path):
     with pytest.raises(RecipeError, match="is a folder, not a file"):
         parse_recipe([str(tmp_path)], check_environment=False)
+
+
+def test_text_values_must_be_text(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text('model_name_or_path: m\nrecipe_name: "a\\ud800b"\n')
+    with pytest.raises(RecipeError, match="`recipe_name` holds an unpaired surrogate escape"):
+        parse_recipe([str(path)], check_environment=False)
+
+
+def test_a_folder_where_the_run_keeps_its_manifest_is_named(tmp_path):
+    (tmp_path / "run" / "run_manifest.json").mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text('{"prompt": "p", "completion": " c"}\n')
+    with pytest.raises(RecipeError, match="run_manifest.json is a folder where the run keeps a file"):
+        parse_recipe([str(RECIPES / "smoke.yaml"), "--output_dir", str(tmp_path / "run"), "--data_dir",
+                      str(tmp_path / "data"), "--build_smoke_assets", "false", "--eval_strategy", "no",
+                      "--load_best_model_at_end", "false"])
