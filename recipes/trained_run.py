@@ -57,8 +57,6 @@ def load_run_tokenizer(run_dir: str | Path):
     """The tokenizer saved with the adapter (pad token already set as in training)."""
     from transformers import AutoTokenizer
 
-    from recipes.model_setup import loading_error
-
     try:
         return AutoTokenizer.from_pretrained(run_dir)
     except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
