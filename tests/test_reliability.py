@@ -263,7 +263,7 @@ def test_sharded_fsdp_checkpoints_count_as_complete_once_their_metadata_is_writt
     for step in (2, 4):
         folder = tmp_path / f"checkpoint-{step}"
         (folder / "pytorch_model_fsdp_0").mkdir(parents=True)
-        (folder / "trainer_state.json").write_text("{}")
+        (folder / "trainer_state.json").write_text(f'{{"global_step": {step}, "log_history": []}}')
         (folder / "pytorch_model_fsdp_0" / "__0_0.distcp").write_bytes(b"shard")
     (tmp_path / "checkpoint-2" / "pytorch_model_fsdp_0" / ".metadata").write_bytes(b"plan")
     # checkpoint-4 lacks .metadata: torch.distributed.checkpoint was cut short before writing it
