@@ -23,46 +23,10 @@ import time
 from datetime import date
 from pathlib import Path
 
-import shutil
-import threading
-
-from bench.scaling import NO_MULTICAST
+from bench.scaling import NO_MULTICAST, GpuMemorySampler
 from bench.throughput import build_assets
 
 TWELVE_GB_USABLE_GIB = 11.2  # a "12 GB" card: 12,288 MiB less what the driver keeps
-
-
-class ProcessMemorySampler:
-    """Peak GPU memory of one process (``nvidia-smi --query-compute-apps``, every 0.5 s): what
-    the GPU holds for it, CUDA context included, and nothing of other processes."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid, self.peak_gib = pid, 0.0
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> ProcessMemorySampler:
-        if shutil.which("nvidia-smi"):
-            self.process = subprocess.Popen(
-                ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits", "-lms", "500"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            self.reader = threading.Thread(target=self._read, daemon=True)
-            self.reader.start()
-        return self
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            pid, _, used = line.partition(",")
-            if pid.strip().isdigit() and int(pid) == self.pid:
-                try:
-                    self.peak_gib = max(self.peak_gib, float(used) / 1024)
-                except ValueError:
-                    continue
-
-    def __exit__(self, *exc) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.reader.join(timeout=5)
 
 
 def run_recipe(recipe: str, model_dir: Path, data_dir: Path, output_dir: Path, log: Path) -> dict:
@@ -73,13 +37,13 @@ def run_recipe(recipe: str, model_dir: Path, data_dir: Path, output_dir: Path, l
     started = time.perf_counter()
     with log.open("w") as handle:
         child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **NO_MULTICAST})
-        with ProcessMemorySampler(child.pid) as sampler:
+        with GpuMemorySampler(per_process=True) as sampler:
             code = child.wait()
     state_file = output_dir / "trainer_state.json"
     history = json.loads(state_file.read_text())["log_history"] if state_file.is_file() else []
     allocated = max((h.get("peak_memory_gib", 0) for h in history), default=None)
     reserved = max((h.get("peak_reserved_gib", 0) for h in history), default=None)
-    process_peak = sampler.peak_gib or None
+    process_peak = sampler.peaks.get(child.pid)
     evaluations = sum(1 for h in history if "eval_loss" in h)
     return {"recipe": recipe, "exit_code": code, "seconds": round(time.perf_counter() - started, 1),
             "evaluations": evaluations, "nvidia_smi_peak_gib": round(process_peak, 2) if process_peak else None,

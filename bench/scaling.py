@@ -54,17 +54,20 @@ def parse_case(text: str) -> dict:
 
 
 class GpuMemorySampler:
-    """Peak memory used on each GPU while a case runs, read from ``nvidia-smi`` every 0.5 s."""
+    """Peak memory used while a case runs, read from ``nvidia-smi`` every 0.5 s: per GPU index
+    (the default), or with ``per_process=True`` per process id (``--query-compute-apps``: what
+    the GPU holds for that process, CUDA context included, and nothing of other processes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_process: bool = False) -> None:
         self.peaks: dict[int, float] = {}
+        self.query = "--query-compute-apps=pid,used_memory" if per_process else "--query-gpu=index,memory.used"
         self.process: subprocess.Popen | None = None
         self.reader: threading.Thread | None = None
 
     def __enter__(self) -> GpuMemorySampler:
         if shutil.which("nvidia-smi"):
             self.process = subprocess.Popen(
-                ["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits", "-lms", "500"],
+                ["nvidia-smi", self.query, "--format=csv,noheader,nounits", "-lms", "500"],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             self.reader = threading.Thread(target=self._read, daemon=True)
             self.reader.start()
@@ -72,12 +75,12 @@ class GpuMemorySampler:
 
     def _read(self) -> None:
         for line in self.process.stdout:
-            index, _, used = line.partition(",")
+            key, _, used = line.partition(",")
             try:
-                gpu, mib = int(index), float(used)
+                index, mib = int(key), float(used)
             except ValueError:
                 continue
-            self.peaks[gpu] = max(self.peaks.get(gpu, 0.0), mib / 1024)
+            self.peaks[index] = max(self.peaks.get(index, 0.0), mib / 1024)
 
     def __exit__(self, *exc) -> None:
         if self.process is not None:
