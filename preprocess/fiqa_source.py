@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from recipes.file_checks import control_character, unreadable_reason
+from recipes.file_checks import control_character, starts_as_utf16, unreadable_reason
 
 HUB_REPO_ID = "explodinggradients/fiqa"
 # Output split name -> CSV file name in the hub layout (config ``main``).
@@ -112,7 +112,7 @@ def read_split_csv(path: Path, split: str, on_bad_row: BadRowPolicy = "error") -
             head = probe.read(4)
     except OSError as exc:
         raise FiqaDataError(f"{path} cannot be read ({exc.strerror or exc}).") from None
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if starts_as_utf16(head):
         raise FiqaDataError(f"{path} is UTF-16 text; save it as UTF-8 (the hub files are UTF-8).")
     try:
         with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:

@@ -31,8 +31,13 @@ def unreadable_reason(path: Path) -> str | None:
     return None
 
 
+def starts_as_utf16(data: bytes) -> bool:
+    """A UTF-16 byte-order mark: text saved by an editor or spreadsheet as UTF-16, not UTF-8."""
+    return data.startswith((b"\xff\xfe", b"\xfe\xff"))
+
+
 def encoding_problem(data: bytes, error: UnicodeDecodeError) -> str:
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if starts_as_utf16(data):
         return "is UTF-16 text; save it as UTF-8"
     return f"is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); save it as UTF-8"
 
