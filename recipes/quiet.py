@@ -23,3 +23,6 @@ def quiet_known_noise() -> None:
     # Liger 0.8.5 probes optional backends for each op (CuTe DSL, Ascend) and warns about every one
     # that is not installed; the Triton kernels it runs here are there. Seen on the H200 runs.
     logging.getLogger("liger_kernel.backends.registry").setLevel(logging.ERROR)
+    # tqdm.auto in a notebook without ipywidgets: it falls back to text progress bars, which work.
+    # `pip install -e ".[notebook]"` brings ipywidgets for the widget bars.
+    warnings.filterwarnings("ignore", message=r"IProgress not found")

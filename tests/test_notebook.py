@@ -51,6 +51,10 @@ def test_the_stored_notebook_shows_a_real_run_phase_by_phase():
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
     assert not [o for c in code for o in c.get("outputs", []) if o.output_type == "error"]
     text = "".join(o.get("text", "") for c in code for o in c.get("outputs", []) if o.output_type == "stream")
+    # Library noise and stray return values stay out of what a reader sees first.
+    assert "Failed to load" not in text and "IProgress not found" not in text and "Warning" not in text
+    results = [o for c in code for o in c.get("outputs", []) if o.output_type == "execute_result"]
+    assert not [o for o in results if set(o.get("data", {})) == {"text/plain"}], "a cell shows its return value"
     for phase in ("recipe smollm2_fiqa_cpu", "trainable parameters: 2,442,240", "Similarity gain (tuned - base)",
                   "Answers of the base model + this run's adapter", "loaded without PEFT"):
         assert phase in text
