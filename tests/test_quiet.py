@@ -20,6 +20,7 @@ PROBE = textwrap.dedent(
     with warnings.catch_warnings(record=True) as caught:
         warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
         warnings.warn("`use_liger_kernel=True` is deprecated, use `use_kernels`.", FutureWarning)
+        warnings.warn("IProgress not found. Please update jupyter and ipywidgets.", UserWarning)  # tqdm.auto
         warnings.warn("something else is deprecated", FutureWarning)
     print([str(w.message) for w in caught])
     """
@@ -30,3 +31,15 @@ def test_each_known_message_is_silenced_and_other_messages_are_not():
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['something else is deprecated']"
+
+
+def test_the_cuda_allocator_gets_expandable_segments_unless_the_user_chose():
+    probe = "import os, recipes; print(os.environ.get('PYTORCH_CUDA_ALLOC_CONF'))"
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")}
+    fresh = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=60)
+    assert fresh.stdout.strip() == "expandable_segments:True", fresh.stderr
+    for variable in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
+        chosen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT,
+                                env={**env, variable: "max_split_size_mb:128"}, timeout=60)
+        expected = "max_split_size_mb:128" if variable == "PYTORCH_CUDA_ALLOC_CONF" else "None"
+        assert chosen.stdout.strip() == expected, (variable, chosen.stderr)
