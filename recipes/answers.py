@@ -8,7 +8,6 @@ exactly as it learned.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from preprocess.prompt_format import PromptFormat, build_messages, build_prompt
@@ -38,11 +37,6 @@ def prompt_text(question: str, prompt_format: PromptFormat, tokenizer) -> str:
     )
 
 
-def _batches(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def generate_answers(
     model,
     tokenizer,
@@ -55,7 +49,8 @@ def generate_answers(
     repetition_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
 ) -> list[Answer]:
-    """Greedy answers, left-padded batches, stopping at EOS.
+    """Greedy answers, in the questions' order, from left-padded batches of up to ``batch_size``
+    (made smaller while the GPU runs out of memory), stopping at EOS.
 
     ``repetition_penalty`` (> 1 discourages tokens already in the text) and
     ``no_repeat_ngram_size`` (forbids repeating any n-gram) are transformers' guards against
@@ -63,6 +58,7 @@ def generate_answers(
     tokenizer is left as it was: left padding is asked for per call, not set on it.
     """
     import torch
+    from accelerate.utils import find_executable_batch_size
     from tqdm.auto import tqdm
 
     texts = [prompt_text(q, prompt_format, tokenizer) for q in questions]
@@ -70,12 +66,23 @@ def generate_answers(
     # template writes its own BOS, so it must not be added twice.
     add_special = prompt_format == "completion"
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    answers: list[Answer] = []
+    # Longest prompts first: batches of like lengths waste little on padding, and a batch too big
+    # for the GPU fails on the first batch, not after minutes of work.
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=add_special)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    answers: dict[int, Answer] = {}
     device = next(model.parameters()).device
-    with tqdm(total=len(texts), desc=description, unit="question", disable=not progress) as bar:
-        for batch in _batches(texts, batch_size):
+
+    @find_executable_batch_size(starting_batch_size=max(1, batch_size))
+    def answer_all(size: int) -> None:
+        """Every question not answered yet, ``size`` at a time; after an out-of-memory error accelerate
+        calls again with a smaller ``size``, and the answers already made are kept."""
+        pending = [i for i in order if i not in answers]
+        for start in range(0, len(pending), size):
+            chunk = pending[start : start + size]
             encoded = tokenizer(
-                batch, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=add_special
+                [texts[i] for i in chunk], return_tensors="pt", padding=True, padding_side="left",
+                add_special_tokens=add_special,
             ).to(device)
             with torch.no_grad():
                 output = model.generate(
@@ -83,10 +90,13 @@ def generate_answers(
                     repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                     use_cache=True,  # training may have turned the cache off (activation checkpointing)
                 )
-            for row in output[:, encoded["input_ids"].shape[1] :].tolist():
+            for index, row in zip(chunk, output[:, encoded["input_ids"].shape[1] :].tolist()):
                 stopped = eos_id in row
                 kept = row[: row.index(eos_id)] if stopped else [t for t in row if t != pad_id]
                 text = tokenizer.decode(kept, skip_special_tokens=True).strip()
-                answers.append(Answer(text=text, new_tokens=len(kept), stopped=stopped))
-            bar.update(len(batch))
-    return answers
+                answers[index] = Answer(text=text, new_tokens=len(kept), stopped=stopped)
+            bar.update(len(chunk))
+
+    with tqdm(total=len(texts), desc=description, unit="question", disable=not progress) as bar:
+        answer_all()
+    return [answers[i] for i in range(len(texts))]

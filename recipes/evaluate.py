@@ -37,6 +37,12 @@ from recipes.scoring import (
 from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
 
 SIDES = ("base", "tuned")
+# Decoding costs about one pass over the weights per new token whatever the batch, so the batch is
+# what makes evaluation fast: at 128, the 648-question FiQA test split took 370 s for both models
+# (4-bit, random weights, one H200; bench/results/eval_timing_h200_2026-11-30.json). Its KV cache
+# (~9 GiB for an 8B model at 256 new tokens) does not fit beside the model on a small card; there
+# the batch shrinks automatically.
+DEFAULT_GENERATION_BATCH_SIZE = 128
 
 
 def loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size: int) -> dict[str, dict[str, float]]:
@@ -45,6 +51,7 @@ def loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size: int) -> d
     Unpacked batches, whatever the recipe trained with, so every report's loss means the same.
     """
     import torch
+    from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     on_gpu = torch.cuda.is_available()
@@ -75,6 +82,8 @@ def loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size: int) -> d
         finally:
             if bars_were_on:
                 datasets.enable_progress_bars()
+        # The report prints both losses side by side; the Trainer's own dict of each pass would only repeat them.
+        trainer.remove_callback(PrinterCallback)
         tuned = trainer.evaluate()["eval_loss"]
         with model.disable_adapter():
             base = trainer.evaluate()["eval_loss"]
@@ -94,19 +103,20 @@ def answer_rows(records: list[dict], base: list[Answer], tuned: list[Answer]) ->
 
 
 def predict(model, tokenizer, recipe, records: list[dict], dataset, max_new_tokens: int, batch_size: int,
-            **decoding) -> tuple[dict, list[dict]]:
-    """Losses of both sides and one row per question with both answers, unscored.
+            generation_batch_size: int = DEFAULT_GENERATION_BATCH_SIZE, **decoding) -> tuple[dict, list[dict]]:
+    """Losses of both sides (``batch_size`` examples a forward pass) and one row per question with
+    both answers (``generation_batch_size`` questions decoded together), unscored.
 
     ``decoding`` goes to :func:`recipes.answers.generate_answers` (repetition guards).
     """
     prompt_format = detect_prompt_format(records[0])
     losses = loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size)
     questions = [r["question"] for r in records]
-    tuned = generate_answers(model, tokenizer, questions, prompt_format, max_new_tokens, batch_size, "tuned answers",
-                             **decoding)
+    tuned = generate_answers(model, tokenizer, questions, prompt_format, max_new_tokens, generation_batch_size,
+                             "tuned answers", **decoding)
     with model.disable_adapter():
-        base = generate_answers(model, tokenizer, questions, prompt_format, max_new_tokens, batch_size, "base answers",
-                                **decoding)
+        base = generate_answers(model, tokenizer, questions, prompt_format, max_new_tokens, generation_batch_size,
+                                "base answers", **decoding)
     return losses, answer_rows(records, base, tuned)
 
 
@@ -196,8 +206,9 @@ def check_evaluation_records(records: list[dict], path) -> None:
         raise RecipeError(f"{path}, record 1: {exc}.") from None
 
 
-def evaluate_run(run_dir: Path, split: str, limit: int | None, max_new_tokens: int, batch_size: int,
-                 encoder: str, out_dir: Path | None = None, **decoding) -> dict:
+def load_for_evaluation(run_dir: Path, split: str, limit: int | None):
+    """The run's recipe, the split's records (checked before the model loads) as a dataset
+    tokenized like training, the tokenizer and base + adapter; and what truncation cut."""
     recipe = load_run_recipe(run_dir)
     records = read_split(recipe.recipe.data_dir, split)  # checks the file and names the fix if missing
     records = records[:limit] if limit else records
@@ -207,8 +218,15 @@ def evaluate_run(run_dir: Path, split: str, limit: int | None, max_new_tokens: i
     model = load_adapter_model(run_dir, recipe)
     dataset, truncation = audit_truncation(dataset, tokenizer, recipe.training.max_length, split, truncates=True,
                                            eos_token=recipe.training.eos_token)
+    return recipe, records, dataset, tokenizer, model, truncation
 
-    losses, rows = predict(model, tokenizer, recipe, records, dataset, max_new_tokens, batch_size, **decoding)
+
+def evaluate_run(run_dir: Path, split: str, limit: int | None, max_new_tokens: int, batch_size: int,
+                 encoder: str, out_dir: Path | None = None,
+                 generation_batch_size: int = DEFAULT_GENERATION_BATCH_SIZE, **decoding) -> dict:
+    recipe, records, dataset, tokenizer, model, truncation = load_for_evaluation(run_dir, split, limit)
+    losses, rows = predict(model, tokenizer, recipe, records, dataset, max_new_tokens, batch_size,
+                           generation_batch_size, **decoding)
     report = {
         "run_dir": str(run_dir), "split": split, "prompt_format": detect_prompt_format(records[0]),
         "base_model": recipe.model.model_name_or_path, "encoder": encoder, "encoder_loaded_from": resolve_encoder(encoder),
@@ -233,7 +251,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", help="split file of the run's data_dir (default test)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N questions only")
     parser.add_argument("--max_new_tokens", type=int, default=256)
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--batch_size", type=int, default=8, help="examples a forward pass for the loss (default 8)")
+    parser.add_argument("--generation_batch_size", type=int, default=DEFAULT_GENERATION_BATCH_SIZE,
+                        help="questions answered together (default %(default)s; made smaller while the GPU runs out of memory)")
     parser.add_argument("--repetition_penalty", type=float, default=DEFAULT_REPETITION_PENALTY,
                         help="greedy decoding with this repetition penalty (1.0: plain greedy, which loops after "
                         "fine-tuning; bench/README.md)")
@@ -245,9 +265,15 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    for option in ("batch_size", "generation_batch_size", "max_new_tokens"):
+        if getattr(args, option) < 1:
+            print(f"error: --{option} is {getattr(args, option)}; it counts examples or tokens, so give 1 or more.",
+                  file=sys.stderr)
+            return 2
     try:
         report = evaluate_run(args.run_dir, args.split, args.limit, args.max_new_tokens, args.batch_size,
-                              args.encoder, args.out, repetition_penalty=args.repetition_penalty,
+                              args.encoder, args.out, args.generation_batch_size,
+                              repetition_penalty=args.repetition_penalty,
                               no_repeat_ngram_size=args.no_repeat_ngram_size)
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -101,6 +101,42 @@ def test_generation_uses_the_training_prompt_and_left_padding(in_work_dir):
     assert batched[0].text == expected
 
 
+def test_generation_shrinks_its_batch_on_out_of_memory_and_keeps_the_order(in_work_dir, monkeypatch):
+    import torch
+
+    from recipes.answers import generate_answers
+    from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
+
+    recipe = load_run_recipe(in_work_dir)
+    tokenizer = load_run_tokenizer(in_work_dir)
+    model = load_adapter_model(in_work_dir, recipe)
+    questions = ["Why?", "What is a bond and who issues one?", "How does an ETF work for a small investor?",
+                 "Is a Roth IRA worth it?", "Should I care about inflation?"]
+    one_by_one = generate_answers(model, tokenizer, questions, "completion", max_new_tokens=8, batch_size=1)
+
+    real_generate, batch_sizes = model.generate, []
+
+    def generate_on_a_small_gpu(**inputs):  # a GPU that holds two questions at a time
+        batch_sizes.append(inputs["input_ids"].shape[0])
+        if inputs["input_ids"].shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_generate(**inputs)
+
+    monkeypatch.setattr(model, "generate", generate_on_a_small_gpu)
+    answers = generate_answers(model, tokenizer, questions, "completion", max_new_tokens=8, batch_size=8, progress=False)
+    assert answers == one_by_one  # every question once, in the order asked
+    # accelerate's find_executable_batch_size shrinks the batch after each failure until two fit
+    assert batch_sizes[0] == 5 and batch_sizes[-3:] == [2, 2, 1], batch_sizes
+    assert batch_sizes == sorted(batch_sizes, reverse=True), batch_sizes
+
+
+def test_evaluate_refuses_batch_sizes_below_one(capsys):
+    from recipes.evaluate import main
+
+    assert main(["runs/anything", "--generation_batch_size", "0"]) == 2
+    assert "--generation_batch_size is 0" in capsys.readouterr().err
+
+
 def test_generate_cli(in_work_dir, tmp_path, capsys):
     from recipes.generate import main
 
