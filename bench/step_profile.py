@@ -1,0 +1,166 @@
+"""Where one training step's GPU time goes: a torch.profiler trace of one step, by kernel kind.
+
+    python -m bench.step_profile --data_dir data/fiqa-sample --work_dir /tmp/tp_work \\
+        --variant nemotron_fiqa_qlora=recipes/nemotron_fiqa_qlora.yaml --out profile.json
+
+Each variant (``NAME=RECIPE [--key value ...]``, as in ``bench.throughput``) trains on the
+random-weight model of ``--shape`` through the path of ``recipes.run``, and step
+``--profile_step`` (after warm-up) runs under the profiler. The CUDA kernels of that step are
+summed by kind (matrix multiplies, attention, 4-bit dequantisation, Liger's fused kernels,
+elementwise work, the optimizer ...), next to the step's wall time; what the kernels leave of
+the wall time is the GPU waiting on the CPU (launch overhead, Python, synchronisation).
+The 25 longest kernels are kept by name, so every bucket can be checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import date
+from pathlib import Path
+
+from bench.throughput import SHAPES, build_assets, measured_run_overrides, parse_variant
+
+# First match wins; names are matched lower-cased. Checked against H200 traces of the recipes.
+KERNEL_KINDS: list[tuple[str, str]] = [
+    ("4-bit dequantisation", r"dequant|nf4|kdequant"),
+    ("attention", r"flex|triton_tem_fused|attention|fmha|flash|sdpa"),
+    ("optimizer", r"multi_tensor|adam|foreach"),
+    ("matrix multiply", r"gemm|cutlass|xmma|nvjet|cublas|wgmma|splitk|gemv"),
+    ("Liger / Triton fused", r"liger|rms_norm|swiglu|rope|_triton|triton_"),
+    ("dropout", r"dropout|bernoulli|fused_dropout"),
+    ("copies and casts", r"copy|memcpy|memset|cast|to_copy|cat_|index|gather|scatter"),
+    ("reductions", r"reduce|sum_|norm|softmax|max_|argmax"),
+]
+OTHER_KIND = "elementwise and other"
+
+
+def kernel_kind(name: str) -> str:
+    lowered = name.lower()
+    return next((kind for kind, pattern in KERNEL_KINDS if re.search(pattern, lowered)), OTHER_KIND)
+
+
+def summarise_kernels(kernels: list[tuple[str, float]], step_seconds: float, top: int = 25) -> dict:
+    """``kernels``: (name, microseconds) per launch. Totals by kind, share of the step, the longest names."""
+    by_kind: dict[str, float] = defaultdict(float)
+    by_name: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for name, micros in kernels:
+        by_kind[kernel_kind(name)] += micros
+        by_name[name][0] += micros
+        by_name[name][1] += 1
+    kernel_seconds = sum(by_kind.values()) / 1e6
+    step_ms = step_seconds * 1e3
+    kinds = {kind: {"ms": round(micros / 1e3, 2), "share_of_step": round(micros / 1e3 / step_ms, 4)}
+             for kind, micros in sorted(by_kind.items(), key=lambda item: -item[1])}
+    longest = sorted(by_name.items(), key=lambda item: -item[1][0])[:top]
+    return {
+        "step_ms": round(step_ms, 2),
+        "kernel_ms": round(kernel_seconds * 1e3, 2),
+        "gpu_idle_ms": round(max(0.0, step_ms - kernel_seconds * 1e3), 2),
+        "kernel_launches": len(kernels),
+        "by_kind": kinds,
+        "longest_kernels": [{"name": name[:160], "kind": kernel_kind(name), "ms": round(micros / 1e3, 2), "launches": n}
+                            for name, (micros, n) in longest],
+    }
+
+
+def profile_callback(step: int):
+    """A TrainerCallback that runs optimizer step ``step`` (1-based) under torch.profiler."""
+    import torch
+    from transformers import TrainerCallback
+
+    class ProfileOneStep(TrainerCallback):
+        def __init__(self) -> None:
+            self.profiler = None
+            self.started = 0.0
+            self.result: dict | None = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step + 1 != step:
+                return
+            # GPU kernels only: tracing every CPU op would slow the step it measures.
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+                activities = [torch.profiler.ProfilerActivity.CUDA]
+            else:
+                activities = [torch.profiler.ProfilerActivity.CPU]
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.__enter__()
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.profiler is None or self.result is not None:
+                return
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - self.started
+            self.profiler.__exit__(None, None, None)
+            device_events = [e for e in self.profiler.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            self.result = summarise_kernels([(e.name, e.device_time) for e in device_events], seconds)
+
+    return ProfileOneStep()
+
+
+def worker(spec: dict) -> dict:
+    from recipes.config import parse_recipe
+    from recipes.training import build_trainer
+
+    argv = [spec["recipe"], *shlex.split(spec.get("overrides", "")),
+            *measured_run_overrides(spec["model_dir"], spec["data_dir"], spec["output_dir"], spec["profile_step"])]
+    recipe = parse_recipe(argv)
+    callback = profile_callback(spec["profile_step"])
+    trainer, _ = build_trainer(recipe, [callback])
+    trainer.train()
+    seen = {h["step"]: h["num_input_tokens_seen"] for h in trainer.state.log_history
+            if "loss" in h and "num_input_tokens_seen" in h}  # per-step logs, not the closing summary
+    step = spec["profile_step"]
+    step_tokens = seen[step] - seen.get(step - 1, 0) if step in seen else None
+    return {"name": spec["name"], "profile_step": spec["profile_step"], "step_tokens": step_tokens,
+            **(callback.result or {"error": "the profiled step did not run"})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.step_profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_dir", type=Path, required=True)
+    parser.add_argument("--variant", action="append", default=[], help="NAME=RECIPE [--key value ...]")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="nemotron")
+    parser.add_argument("--profile_step", type=int, default=4, help="the optimizer step profiled (after warm-up)")
+    parser.add_argument("--work_dir", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("step_profile.json"))
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
+        return 0
+
+    model_dir = build_assets(args.work_dir, args.shape, args.data_dir)
+    results = []
+    for text in args.variant:
+        spec = {**parse_variant(text), "model_dir": str(model_dir), "data_dir": str(args.data_dir),
+                "output_dir": str(args.work_dir / "profile-runs" / text.split("=")[0]), "shape": args.shape,
+                "profile_step": args.profile_step}
+        if spec["kind"] != "recipe":
+            raise SystemExit(f"error: {text!r}: step_profile takes NAME=RECIPE.yaml variants only")
+        done = subprocess.run([sys.executable, "-m", "bench.step_profile", "--data_dir", str(args.data_dir),
+                               "--work_dir", str(args.work_dir), "--worker", json.dumps(spec)],
+                              capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode == 0 and lines:
+            results.append(json.loads(lines[-1][len("RESULT "):]))
+        else:
+            results.append({"name": spec["name"], "error": " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])})
+        print(json.dumps({k: v for k, v in results[-1].items() if k != "longest_kernels"}), flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"date": date.today().isoformat(), "shape": args.shape, "results": results},
+                                       indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
