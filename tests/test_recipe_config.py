@@ -171,15 +171,15 @@ def test_qlora_recipe_settings():
     assert model.model_name_or_path == "nvidia/Llama-3.1-Nemotron-Nano-8B-v1"
     assert model.load_in_4bit and model.bnb_4bit_quant_type == "nf4" and model.use_bnb_nested_quant
     assert model.dtype == "bfloat16"
-    assert (model.lora_r, model.lora_alpha, model.lora_dropout) == (8, 32, 0.05)
+    assert (model.lora_r, model.lora_alpha, model.lora_dropout) == (8, 32, 0.0)
     assert model.lora_target_modules == "all-linear"
     assert args.learning_rate == 2e-4 and args.lr_scheduler_type.value == "cosine"
     assert "adamw" in args.optim.value
-    # Packed: one 8192-token pack per step (~30 FiQA examples), padding-free, flex attention.
-    assert args.packing is True and args.packing_strategy == "bfd" and args.max_length == 8192
+    # Packed: one 7680-token pack per step (~27 FiQA examples), padding-free, flex attention.
+    assert args.packing is True and args.packing_strategy == "bfd" and args.max_length == 7680
     assert model.attn_implementation == "flex_attention" and args.use_liger_kernel is True
     assert args.num_train_epochs == 3
-    assert args.activation_checkpointing is True and args.activation_checkpointing_kwargs == {"every_n_layers": 2}
+    assert args.activation_checkpointing is False  # no recompute: the 7680-token packs fit 40 GiB without it
     assert args.eval_strategy.value == "steps" and args.load_best_model_at_end
     assert args.metric_for_best_model == "eval_loss" and args.save_total_limit
     assert args.completion_only_loss is True
@@ -195,16 +195,17 @@ def test_lora_recipe_differs_only_where_it_should():
     assert differing == {
         "load_in_4bit", "bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage", "lora_target_modules",
         "output_dir",
-        "activation_checkpointing", "activation_checkpointing_kwargs",  # bf16 LoRA needs no recompute at 8192
+        "max_length",  # LoRA: 8192-token packs (QLoRA: 7680, to stay under 40 GiB)
     }
 
 
-def test_lean_qlora_recipe_only_adds_full_checkpointing_and_shorter_packs():
+def test_lean_qlora_recipe_only_adds_full_checkpointing():
     qlora = parse_recipe([str(RECIPES / "nemotron_fiqa_qlora.yaml"), *ON_CPU], check_environment=False).resolved
     lean = parse_recipe([str(RECIPES / "nemotron_fiqa_qlora_lean.yaml"), *ON_CPU], check_environment=False).resolved
     differing = {k for k in qlora.keys() | lean.keys() if qlora.get(k) != lean.get(k)}
-    assert differing == {"max_length", "activation_checkpointing_kwargs", "output_dir", "eval_steps", "save_steps"}
-    assert lean["activation_checkpointing"] is True and lean["max_length"] == 4096
+    assert differing == {"max_length", "activation_checkpointing", "output_dir"}
+    assert lean["activation_checkpointing"] is True and "activation_checkpointing_kwargs" not in lean  # every layer
+    assert lean["max_length"] == 8192
 
 
 def nemotron_shaped_meta_model():
