@@ -329,10 +329,9 @@ def train(recipe: Recipe, callbacks: list | None = None) -> dict:
         lock = acquire_run_lock(recipe.training.output_dir)  # one run per output_dir, before anything is written
         check_resume_matches(recipe)
         trainer, reports = build_trainer(recipe, [*(callbacks or []), RunLockHeartbeat(lock)])
-        # No trainer.end() (TRL's sft.py calls it): in a two-process CPU run one rank was left
-        # waiting forever after the other had destroyed the process group and exited. The
-        # launcher tears the group down when the processes exit.
-        return run_training(trainer, recipe, reports)
+        metrics = run_training(trainer, recipe, reports)
+        end_run(trainer)
+        return metrics
     except (RunStopped, RecipeError):
         raise
     except Exception as error:  # noqa: BLE001 - a failed write before training began; the rest re-raises
@@ -352,6 +351,18 @@ def train(recipe: Recipe, callbacks: list | None = None) -> dict:
         if lock is not None:
             lock.release()
         STOP.release()
+
+
+def end_run(trainer) -> None:
+    """Close the run as TRL's ``sft.py`` does, with ``trainer.end()``: trackers finished, the
+    process group destroyed.
+
+    Every process first waits for the others: the main process still writes the model card
+    and manifest after the last collective step, and a rank that destroyed the group before
+    the others were done left them waiting on it for ever.
+    """
+    trainer.accelerator.wait_for_everyone()
+    trainer.end()
 
 
 class RunLockHeartbeat(TrainerCallback):

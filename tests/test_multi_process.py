@@ -27,12 +27,19 @@ def launch(work: Path, launcher: list[str], *overrides: str, extra_path: Path | 
 # A test plugin that records, per rank, every file the run writes through os.replace (how the
 # project writes its files atomically: metrics, charts, recipe.yaml, manifest, model card).
 WRITE_AUDIT = """
+import atexit
 import os
 from pathlib import Path
+
+import torch.distributed
 
 from plugins.base import RecipePlugin
 
 _replace = os.replace
+_rank = os.environ.get("RANK", "0")
+_work = Path.cwd()
+# What each process left open when it exited: the run ends with trainer.end(), as TRL's sft.py does.
+atexit.register(lambda: (_work / f"group-at-exit-rank{_rank}.txt").write_text(str(torch.distributed.is_initialized())))
 
 
 class WriteAudit(RecipePlugin):
@@ -66,6 +73,8 @@ def test_two_processes_match_one_process_with_the_same_effective_batch(tmp_path)
     assert {"metrics.jsonl", "loss.png", "recipe.yaml", "run_manifest.json", "README.md"} <= {Path(w).name for w in main_writes}
     other = tmp_path / "two" / "writes-rank1.txt"
     assert not other.exists() or not other.read_text().split(), other.read_text()  # rank 1 wrote nothing
+    for rank in (0, 1):  # both ranks closed the process group (trainer.end()) before exiting
+        assert (tmp_path / "two" / f"group-at-exit-rank{rank}.txt").read_text() == "False"
 
     one = launch(tmp_path / "one", ["--config_file", str(REPO_ROOT / "accelerate_configs" / "cpu.yaml")],
                  "--num_train_epochs", "2", "--per_device_train_batch_size", "8")
