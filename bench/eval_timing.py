@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from datetime import date
 from pathlib import Path
 
@@ -85,14 +86,9 @@ def timed_predict(run_dir: Path, max_new_tokens: int, batch_size: int, generatio
     clock["loss_seconds"] = round(time.perf_counter() - mark, 1)
     questions, prompt_format = [r["question"] for r in records], detect_prompt_format(records[0])
     answers = {}
-    for side in ("tuned", "base"):
+    for side, adapter in (("tuned", nullcontext()), ("base", model.disable_adapter())):  # as predict() does
         mark = time.perf_counter()
-        if side == "base":
-            with model.disable_adapter():
-                answers[side] = generate_answers(model, tokenizer, questions, prompt_format, max_new_tokens,
-                                                 generation_batch_size, progress=False,
-                                                 repetition_penalty=repetition_penalty)
-        else:
+        with adapter:
             answers[side] = generate_answers(model, tokenizer, questions, prompt_format, max_new_tokens,
                                              generation_batch_size, progress=False,
                                              repetition_penalty=repetition_penalty)
