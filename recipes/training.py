@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import yaml
-from transformers import TrainerCallback
+from transformers import ProgressCallback, TrainerCallback
 
 from recipes.atomic_io import atomic_write_text
 from recipes.config import Recipe
@@ -27,6 +27,7 @@ from recipes.checkpoints import (
 from recipes.errors import RecipeError, RunStopped
 from recipes.io_faults import IO_FAULT_EXIT_CODE, io_fault, io_fault_message
 from recipes.model_card import render_model_card
+from recipes.out_of_memory import during_evaluation, is_out_of_memory, out_of_memory_message
 from recipes.run_lock import RunLock, acquire_run_lock
 from recipes.guards import NonFiniteLossGuard, PreemptionCallback, any_process_signal
 from recipes.stop_signals import STOP, StopBeforeTraining, exit_code_for, signal_name, status_for
@@ -208,16 +209,40 @@ def run_training(trainer, recipe: Recipe, reports) -> dict:
 
     try:
         return finish_training(trainer, recipe, reports, manifest, resume)
-    except Exception as error:  # noqa: BLE001 - only failed writes are handled; the rest re-raises
+    except Exception as error:  # noqa: BLE001 - only failed writes and GPU memory are handled; the rest re-raises
+        if is_out_of_memory(error):
+            stopped_run_on_out_of_memory(trainer, recipe, manifest, error)
         if io_fault(error) is None:
             raise
         stopped_run_on_io_fault(trainer, manifest, error)
+
+
+def stopped_run_on_out_of_memory(trainer, recipe: Recipe, manifest: RunManifest, error: BaseException) -> None:
+    """The GPU ran out of memory while training or evaluating: record it and say what to change."""
+    close_progress_bars(trainer)
+    done = trainer.state.global_step
+    where = f"in the evaluation after step {done}" if during_evaluation(error) else f"at step {done + 1}"
+    if trainer.is_world_process_zero():
+        manifest.finish("failed: out of GPU memory", stopped_at_step=done)
+    raise RecipeError(out_of_memory_message(error, recipe.training, recipe.model, where,
+                                            newest_complete_checkpoint(recipe.training.output_dir)))
+
+
+def close_progress_bars(trainer) -> None:
+    """End the Trainer's progress bars' lines, so a message printed after a failure starts on its own
+    line instead of after a half-drawn bar (the Trainer closes them only when training ends normally)."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressCallback):
+            for bar in (callback.training_bar, callback.prediction_bar):
+                if bar is not None:
+                    bar.close()
 
 
 def stopped_run_on_io_fault(trainer, manifest: RunManifest, error: BaseException) -> None:
     """A full disk (or another failed write): name it, record it in the manifest if the disk
     still takes that small write, and stop with status 74."""
     args = trainer.args
+    close_progress_bars(trainer)
     what, filename = io_fault(error)
     if trainer.is_world_process_zero():
         try:
@@ -334,7 +359,10 @@ def train(recipe: Recipe, callbacks: list | None = None) -> dict:
         return metrics
     except (RunStopped, RecipeError):
         raise
-    except Exception as error:  # noqa: BLE001 - a failed write before training began; the rest re-raises
+    except Exception as error:  # noqa: BLE001 - a failed write or a full GPU before training began; the rest re-raises
+        if is_out_of_memory(error):
+            raise RecipeError(out_of_memory_message(error, recipe.training, recipe.model,
+                                                    "while loading the model and preparing training", None)) from None
         if io_fault(error) is None:
             raise
         raise RunStopped(
