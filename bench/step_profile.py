@@ -18,14 +18,13 @@ import argparse
 import json
 import re
 import shlex
-import subprocess
 import sys
 import time
 from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
-from bench.throughput import SHAPES, build_assets, measured_run_overrides, parse_variant
+from bench.throughput import RESULT_PREFIX, SHAPES, build_assets, measured_run_overrides, parse_variant, run_worker
 
 # First match wins; names are matched lower-cased. Checked against H200 traces of the recipes.
 KERNEL_KINDS: list[tuple[str, str]] = [
@@ -136,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
+        print(RESULT_PREFIX + json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0
 
     model_dir = build_assets(args.work_dir, args.shape, args.data_dir)
@@ -147,14 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                 "profile_step": args.profile_step}
         if spec["kind"] != "recipe":
             raise SystemExit(f"error: {text!r}: step_profile takes NAME=RECIPE.yaml variants only")
-        done = subprocess.run([sys.executable, "-m", "bench.step_profile", "--data_dir", str(args.data_dir),
-                               "--work_dir", str(args.work_dir), "--worker", json.dumps(spec)],
-                              capture_output=True, text=True)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode == 0 and lines:
-            results.append(json.loads(lines[-1][len("RESULT "):]))
-        else:
-            results.append({"name": spec["name"], "error": " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])})
+        result, _ = run_worker([sys.executable, "-m", "bench.step_profile", "--data_dir", str(args.data_dir),
+                                "--work_dir", str(args.work_dir), "--worker", json.dumps(spec)], spec)
+        results.append(result)
         print(json.dumps({k: v for k, v in results[-1].items() if k != "longest_kernels"}), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"date": date.today().isoformat(), "shape": args.shape, "results": results},

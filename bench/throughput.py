@@ -216,6 +216,19 @@ def worker_env(spec: dict, unsloth_site: Path | None, base: dict | None = None) 
     return env
 
 
+RESULT_PREFIX = "RESULT "
+
+
+def run_worker(command: list[str], spec: dict, env: dict | None = None) -> tuple[dict, subprocess.CompletedProcess]:
+    """Run one variant in a fresh process (``command`` ends in ``--worker SPEC``) and read back the
+    result line it prints; a failed worker gives ``{"name", "error"}`` with the last lines it wrote."""
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if done.returncode == 0 and lines:
+        return json.loads(lines[-1][len(RESULT_PREFIX):]), done
+    return {"name": spec["name"], "error": " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])}, done
+
+
 def table(results: list[dict]) -> str:
     baseline = next((r["tokens_per_second"] for r in results if r["name"] == "trl-baseline" and r.get("tokens_per_second")), None)
     lines = ["| variant | tokens/s | peak GiB (allocated) | MFU | vs TRL defaults |", "|---|---|---|---|---|"]
@@ -245,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.worker:
-        print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
+        print(RESULT_PREFIX + json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="throughput-"))
@@ -257,15 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = {**parse_variant(text), "model_dir": str(model_dir), "data_dir": str(args.data_dir),
                 "output_dir": str(work / "runs" / text.split("=")[0]), "steps": args.steps, "warmup": args.warmup,
                 "shape": args.shape}
-        done = subprocess.run([sys.executable, "-m", "bench.throughput", "--data_dir", str(args.data_dir),
-                               "--worker", json.dumps(spec)], capture_output=True, text=True,
-                              env=worker_env(spec, args.unsloth_site))
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode == 0 and lines:
-            results.append(json.loads(lines[-1][len("RESULT "):]))
-        else:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            results.append({"name": spec["name"], "error": " | ".join(tail)})
+        result, done = run_worker([sys.executable, "-m", "bench.throughput", "--data_dir", str(args.data_dir),
+                                   "--worker", json.dumps(spec)], spec, env=worker_env(spec, args.unsloth_site))
+        results.append(result)
+        if "error" in result:
             log = args.out.with_name(f"{args.out.stem}.{spec['name']}.log")  # the whole story, beside --out
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
