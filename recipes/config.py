@@ -61,6 +61,12 @@ class RecipeArguments:
         metadata={"help": "Resume from a checkpoint even when the recipe's training settings or the data differ "
                   "from the run that wrote it (the run refuses and lists the differences otherwise)."},
     )
+    autocast_adapter_dtype: bool = field(
+        default=True,
+        metadata={"help": "PEFT's switch of that name. True (PEFT's default) keeps the LoRA weights of a bf16 model in "
+                  "float32, so every adapter casts its input to float32 and back each step; False keeps them in the "
+                  "model's dtype, as TRL already does for 4-bit and 8-bit bases (which this key does not change)."},
+    )
     plugins: list[str] = field(
         default_factory=list,
         metadata={"help": "Plugins by dotted path, e.g. plugins.loss_curves.LossCurves (see plugins/base.py)."},

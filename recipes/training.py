@@ -37,6 +37,7 @@ from recipes.model_setup import (
     build_peft_and_quantization,
     check_accelerator,
     check_architecture,
+    keep_adapters_in_model_dtype,
     load_tokenizer,
     model_init_kwargs,
 )
@@ -113,6 +114,8 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
             raise RecipeError(f"`model_init_kwargs` holds a key the model does not take: {exc}. Remove it "
                               "(from_pretrained's own arguments, e.g. low_cpu_mem_usage, are accepted).") from None
         raise
+    if not recipe.recipe.autocast_adapter_dtype:
+        keep_adapters_in_model_dtype(trainer.model)
     for plugin in recipe.plugins:
         plugin.on_trainer_ready(trainer, recipe)
     return trainer, reports

@@ -86,3 +86,31 @@ def test_packed_loss_equals_padded_loss(tmp_path, tiny_model_dir, fiqa_jsonl_dir
         trainer_loss = packed.model(**batch).loss.item()
     manual_total, manual_tokens = total_nll(packed, [packed.train_dataset[0]])
     assert trainer_loss == pytest.approx(manual_total / manual_tokens, rel=1e-4)
+
+
+def lora_dtypes(trainer) -> set:
+    return {p.dtype for n, p in trainer.model.named_parameters() if "lora_" in n}
+
+
+def test_autocast_adapter_dtype_false_keeps_lora_in_the_base_dtype(tmp_path, tiny_model_dir, fiqa_jsonl_dir):
+    """PEFT upcasts the adapters of a bf16 model to float32; ``autocast_adapter_dtype: false`` keeps
+    them bf16 (the cast TRL makes for QLoRA), before the optimizer is built from them."""
+    common = ["--dtype", "bfloat16", "--max_length", "1024"]
+    upcast, _ = build_trainer(make_recipe(tmp_path / "upcast", tiny_model_dir, fiqa_jsonl_dir, *common))
+    kept, _ = build_trainer(make_recipe(tmp_path / "kept", tiny_model_dir, fiqa_jsonl_dir, *common,
+                                        "--autocast_adapter_dtype", "false"))
+    assert lora_dtypes(upcast) == {torch.float32}
+    assert lora_dtypes(kept) == {torch.bfloat16}
+    assert all(p.requires_grad for n, p in kept.model.named_parameters() if "lora_" in n)
+
+    from transformers import TrainerCallback
+
+    seen = []
+
+    class RecordDtypes(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.append(lora_dtypes(kept))
+
+    kept.add_callback(RecordDtypes())
+    kept.train()  # the optimizer takes the bf16 adapters and they stay bf16 while they train
+    assert seen and all(dtypes == {torch.bfloat16} for dtypes in seen)

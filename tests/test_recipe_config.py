@@ -196,7 +196,9 @@ def test_lora_recipe_differs_only_where_it_should():
         "load_in_4bit", "bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage", "lora_target_modules",
         "output_dir",
         "max_length",  # LoRA: 8192-token packs (QLoRA: 7680, to stay under 40 GiB)
+        "autocast_adapter_dtype",  # LoRA: bf16 adapters (TRL already casts QLoRA's to bf16)
     }
+    assert lora["autocast_adapter_dtype"] is False
 
 
 def test_lean_qlora_recipe_only_adds_full_checkpointing():
