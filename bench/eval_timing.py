@@ -62,7 +62,7 @@ def train_short_run(recipe: str, model_dir: Path, data_dir: Path, output_dir: Pa
         raise SystemExit(f"error: training {recipe} for the timing failed:\n{done.stderr[-3000:]}")
 
 
-def timed_predict(run_dir: Path, max_new_tokens: int, batch_size: int, generation_batch_size: int,
+def timed_predict(run_dir: Path, max_new_tokens: int, batch_size: int, generation_batch_size: int | None,
                   repetition_penalty: float) -> tuple[dict, list[dict], dict]:
     """The model-bound half of ``recipes.evaluate`` (the same functions), with a clock per phase."""
     import torch
@@ -86,6 +86,13 @@ def timed_predict(run_dir: Path, max_new_tokens: int, batch_size: int, generatio
     clock["loss_seconds"] = round(time.perf_counter() - mark, 1)
     questions, prompt_format = [r["question"] for r in records], detect_prompt_format(records[0])
     answers = {}
+    if generation_batch_size is None:  # what generate_answers will choose, from the same inputs
+        from recipes.answers import fitting_batch_size, prompt_text
+
+        add_special = prompt_format == "completion"
+        longest = max(len(tokenizer(prompt_text(q, prompt_format, tokenizer), add_special_tokens=add_special)["input_ids"])
+                      for q in questions)
+        clock["auto_generation_batch_size"] = fitting_batch_size(model, len(questions), longest, max_new_tokens)
     for side, adapter in (("tuned", nullcontext()), ("base", model.disable_adapter())):  # as predict() does
         mark = time.perf_counter()
         with adapter:
@@ -116,10 +123,10 @@ def predict_stage(args) -> int:
         for size in args.generation_batch_size:
             losses, rows, clock = timed_predict(run_dir, args.max_new_tokens, args.batch_size, size,
                                                 args.repetition_penalty)
-            predictions = args.out.with_name(f"{args.out.stem}.{name}.bs{size}.predictions.jsonl")
+            predictions = args.out.with_name(f"{args.out.stem}.{name}.bs{size or 'auto'}.predictions.jsonl")
             atomic_write_text(predictions, "".join(json.dumps(r) + "\n" for r in rows))
             results.append({"recipe": recipe, "questions": len(rows), "max_new_tokens": args.max_new_tokens,
-                            "loss_batch_size": args.batch_size, "generation_batch_size": size, "losses": losses,
+                            "loss_batch_size": args.batch_size, "generation_batch_size": size or "auto", "losses": losses,
                             **clock, "predictions": predictions.name})
             print(json.dumps(results[-1]), flush=True)
             atomic_write_text(args.out, json.dumps({
@@ -158,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--questions", type=int, default=FIQA_TEST_QUESTIONS)
     predict.add_argument("--max_new_tokens", type=int, default=256)
     predict.add_argument("--batch_size", type=int, default=8, help="loss pass, as recipes.evaluate's default")
-    predict.add_argument("--generation_batch_size", type=int, action="append", default=None)
+    predict.add_argument("--generation_batch_size", type=lambda v: None if v == "auto" else int(v), action="append",
+                         default=None, help="questions a batch, or auto (recipes.evaluate's default); repeat to compare")
     predict.add_argument("--repetition_penalty", type=float, default=1.2)
     predict.add_argument("--out", type=Path, default=Path("eval_timing.json"))
     score = stages.add_parser("score", help="anywhere: time the scoring of the saved answers")

@@ -19,6 +19,14 @@ from preprocess.prompt_format import PromptFormat, build_messages, build_prompt
 DEFAULT_REPETITION_PENALTY = 1.2
 
 
+# Without a GPU there is no memory figure to size the batch from; this many questions a batch
+# kept a 2-core CPU busy without holding more than a few GiB for SmolLM2-sized models.
+CPU_GENERATION_BATCH_SIZE = 128
+# The share of free GPU memory a batch may plan to fill: the estimate below leaves out the
+# allocator's fragmentation and the logits processors' temporaries.
+GPU_MEMORY_SHARE = 0.8
+
+
 @dataclass(frozen=True)
 class Answer:
     """One generated answer; ``stopped`` is False when it ran into ``max_new_tokens`` instead of EOS."""
@@ -37,20 +45,56 @@ def prompt_text(question: str, prompt_format: PromptFormat, tokenizer) -> str:
     )
 
 
+def bytes_per_question(config, prompt_tokens: int, max_new_tokens: int, dtype_bytes: int = 2) -> int:
+    """GPU memory one question holds while its batch is answered: its KV cache at full length, the
+    prefill's widest activations over its prompt (the MLP's gate, up and product rows) and its
+    float32 logits with the processors' copies.
+
+    For Llama-3.1-8B at 256 new tokens that is ~0.13 MB of cache a token: ~50 MB for a FiQA question.
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    cache_per_token = 2 * text.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+    prefill_per_token = 4 * getattr(text, "intermediate_size", 4 * text.hidden_size) * dtype_bytes
+    logits = 4 * text.vocab_size * 4
+    return (prompt_tokens + max_new_tokens) * cache_per_token + prompt_tokens * prefill_per_token + logits
+
+
+def fitting_batch_size(model, questions: int, longest_prompt_tokens: int, max_new_tokens: int) -> int:
+    """How many questions to answer at once when no batch size is given: all of them where the GPU's
+    free memory holds their caches (decoding costs about one pass over the weights per new token
+    whatever the batch, so fewer, bigger batches finish sooner), else as many as fit; on a CPU,
+    :data:`CPU_GENERATION_BATCH_SIZE`."""
+    import torch
+
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return max(1, min(questions, CPU_GENERATION_BATCH_SIZE))
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # cached by torch, reusable
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.bfloat16)
+    per_question = bytes_per_question(model.config, longest_prompt_tokens, max_new_tokens,
+                                      torch.finfo(dtype).bits // 8)
+    return max(1, min(questions, int(free * GPU_MEMORY_SHARE // per_question)))
+
+
 def generate_answers(
     model,
     tokenizer,
     questions: list[str],
     prompt_format: PromptFormat,
     max_new_tokens: int = 256,
-    batch_size: int = 8,
+    batch_size: int | None = 8,
     description: str = "generating",
     progress: bool = True,
     repetition_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
 ) -> list[Answer]:
     """Greedy answers, in the questions' order, from left-padded batches of up to ``batch_size``
-    (made smaller while the GPU runs out of memory), stopping at EOS.
+    (None: as many as the GPU's free memory holds, :func:`fitting_batch_size`; made smaller while
+    the GPU runs out of memory), stopping at EOS.
 
     ``repetition_penalty`` (> 1 discourages tokens already in the text) and
     ``no_repeat_ngram_size`` (forbids repeating any n-gram) are transformers' guards against
@@ -72,12 +116,15 @@ def generate_answers(
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     answers: dict[int, Answer] = {}
     device = next(model.parameters()).device
+    if batch_size is None:
+        batch_size = fitting_batch_size(model, len(texts), max(lengths, default=1), max_new_tokens)
 
     @find_executable_batch_size(starting_batch_size=max(1, batch_size))
     def answer_all(size: int) -> None:
         """Every question not answered yet, ``size`` at a time; after an out-of-memory error accelerate
         calls again with a smaller ``size``, and the answers already made are kept."""
         pending = [i for i in order if i not in answers]
+        bar.set_postfix(batch=size)  # the batch in use, also after a shrink
         for start in range(0, len(pending), size):
             chunk = pending[start : start + size]
             encoded = tokenizer(

@@ -28,21 +28,21 @@ from recipes.answers import DEFAULT_REPETITION_PENALTY, Answer, generate_answers
 from recipes.scoring import (
     DEFAULT_ENCODER,
     answer_lengths,
+    cosines,
+    embed,
     paired_bootstrap,
     resolve_encoder,
     rouge_l,
-    semantic_similarity,
     summarise,
 )
 from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
 
 SIDES = ("base", "tuned")
 # Decoding costs about one pass over the weights per new token whatever the batch, so the batch is
-# what makes evaluation fast: at 128, the 648-question FiQA test split took 370 s for both models
-# (4-bit, random weights, one H200; bench/results/eval_timing_h200_2026-11-30.json). Its KV cache
-# (~9 GiB for an 8B model at 256 new tokens) does not fit beside the model on a small card; there
-# the batch shrinks automatically.
-DEFAULT_GENERATION_BATCH_SIZE = 128
+# what makes evaluation fast. By default (None, "auto" on the command line) it is as many questions
+# as the GPU's free memory holds (recipes.answers.fitting_batch_size): all 648 of the FiQA test
+# split on an H200, fewer on a small card, 128 on a CPU.
+DEFAULT_GENERATION_BATCH_SIZE: int | None = None
 
 
 def loss_and_perplexity(model, tokenizer, recipe, dataset, batch_size: int) -> dict[str, dict[str, float]]:
@@ -103,7 +103,7 @@ def answer_rows(records: list[dict], base: list[Answer], tuned: list[Answer]) ->
 
 
 def predict(model, tokenizer, recipe, records: list[dict], dataset, max_new_tokens: int, batch_size: int,
-            generation_batch_size: int = DEFAULT_GENERATION_BATCH_SIZE, **decoding) -> tuple[dict, list[dict]]:
+            generation_batch_size: int | None = DEFAULT_GENERATION_BATCH_SIZE, **decoding) -> tuple[dict, list[dict]]:
     """Losses of both sides (``batch_size`` examples a forward pass) and one row per question with
     both answers (``generation_batch_size`` questions decoded together), unscored.
 
@@ -124,9 +124,12 @@ def score_predictions(rows: list[dict], losses: dict, encoder: str = DEFAULT_ENC
     """Add per-answer scores to ``rows`` and return both sides' summaries and the paired gain."""
     references = [r["reference"] for r in rows]
     report: dict = {"questions": len(rows)}
+    # Embedded once for both sides, on the GPU when there is one (the answers are all made by now).
+    reference_embeddings = embed(references, encoder, device=None)
     for side in SIDES:
         answers = [r[side] for r in rows]
-        similarity, rouge = semantic_similarity(answers, references, encoder), rouge_l(answers, references)
+        similarity = cosines(embed(answers, encoder, device=None), reference_embeddings)
+        rouge = rouge_l(answers, references)
         for row, s, g in zip(rows, similarity, rouge):
             row[f"similarity_{side}"], row[f"rougeL_{side}"] = s, g
         report[side] = {
@@ -223,7 +226,7 @@ def load_for_evaluation(run_dir: Path, split: str, limit: int | None):
 
 def evaluate_run(run_dir: Path, split: str, limit: int | None, max_new_tokens: int, batch_size: int,
                  encoder: str, out_dir: Path | None = None,
-                 generation_batch_size: int = DEFAULT_GENERATION_BATCH_SIZE, **decoding) -> dict:
+                 generation_batch_size: int | None = DEFAULT_GENERATION_BATCH_SIZE, **decoding) -> dict:
     recipe, records, dataset, tokenizer, model, truncation = load_for_evaluation(run_dir, split, limit)
     losses, rows = predict(model, tokenizer, recipe, records, dataset, max_new_tokens, batch_size,
                            generation_batch_size, **decoding)
@@ -252,8 +255,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N questions only")
     parser.add_argument("--max_new_tokens", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=8, help="examples a forward pass for the loss (default 8)")
-    parser.add_argument("--generation_batch_size", type=int, default=DEFAULT_GENERATION_BATCH_SIZE,
-                        help="questions answered together (default %(default)s; made smaller while the GPU runs out of memory)")
+    parser.add_argument("--generation_batch_size", default="auto",
+                        help="questions answered together (default auto: as many as the GPU's free memory holds, "
+                        "128 on a CPU; made smaller while the GPU runs out of memory)")
     parser.add_argument("--repetition_penalty", type=float, default=DEFAULT_REPETITION_PENALTY,
                         help="greedy decoding with this repetition penalty (1.0: plain greedy, which loops after "
                         "fine-tuning; bench/README.md)")
@@ -265,9 +269,16 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    size = str(args.generation_batch_size).strip()
+    if size != "auto" and not size.lstrip("-").isdigit():
+        print(f"error: --generation_batch_size is {size!r}; give a whole number of questions, or auto to fit "
+              "the GPU's free memory.", file=sys.stderr)
+        return 2
+    args.generation_batch_size = None if size == "auto" else int(size)
     for option in ("batch_size", "generation_batch_size", "max_new_tokens"):
-        if getattr(args, option) < 1:
-            print(f"error: --{option} is {getattr(args, option)}; it counts examples or tokens, so give 1 or more.",
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            print(f"error: --{option} is {value}; it counts examples or tokens, so give 1 or more.",
                   file=sys.stderr)
             return 2
     try:

@@ -31,11 +31,14 @@ def resolve_encoder(name: str) -> str:
     return name
 
 
-_ENCODERS: dict[tuple[str, str], object] = {}
+_ENCODERS: dict[tuple[str, str | None], object] = {}
 
 
-def load_encoder(encoder: str = DEFAULT_ENCODER, device: str = "cpu"):
-    """The sentence-transformers model, loaded once per process (evaluations during training reuse it)."""
+def load_encoder(encoder: str = DEFAULT_ENCODER, device: str | None = "cpu"):
+    """The sentence-transformers model, loaded once per process (evaluations during training reuse it).
+
+    ``device`` None lets sentence-transformers choose (the GPU when there is one).
+    """
     from sentence_transformers import SentenceTransformer
 
     key = (encoder, device)
@@ -44,14 +47,22 @@ def load_encoder(encoder: str = DEFAULT_ENCODER, device: str = "cpu"):
     return _ENCODERS[key]
 
 
+def embed(texts: list[str], encoder: str = DEFAULT_ENCODER, device: str | None = "cpu"):
+    """Unit-length embeddings of ``texts``, one row each (a tensor on the encoder's device)."""
+    return load_encoder(encoder, device).encode(texts, convert_to_tensor=True, normalize_embeddings=True,
+                                                show_progress_bar=False)
+
+
+def cosines(predictions, references) -> list[float]:
+    """Row-wise cosine similarity of two equally long stacks of unit-length embeddings."""
+    return [round(float(x), 6) for x in (predictions * references).sum(dim=1)]
+
+
 def semantic_similarity(
-    predictions: list[str], references: list[str], encoder: str = DEFAULT_ENCODER, device: str = "cpu"
+    predictions: list[str], references: list[str], encoder: str = DEFAULT_ENCODER, device: str | None = "cpu"
 ) -> list[float]:
     """Cosine similarity of each prediction to its reference."""
-    model = load_encoder(encoder, device)
-    pred = model.encode(predictions, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
-    ref = model.encode(references, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
-    return [round(float(x), 6) for x in (pred * ref).sum(dim=1)]
+    return cosines(embed(predictions, encoder, device), embed(references, encoder, device))
 
 
 def rouge_l(predictions: list[str], references: list[str]) -> list[float]:

@@ -135,6 +135,92 @@ def test_evaluate_refuses_batch_sizes_below_one(capsys):
 
     assert main(["runs/anything", "--generation_batch_size", "0"]) == 2
     assert "--generation_batch_size is 0" in capsys.readouterr().err
+    assert main(["runs/anything", "--generation_batch_size", "many"]) == 2
+    assert "--generation_batch_size is 'many'; give a whole number of questions, or auto" in capsys.readouterr().err
+
+
+NEMOTRON_SHAPE = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                      intermediate_size=14336, vocab_size=128256)
+
+
+def test_bytes_per_question_counts_the_cache_the_prefill_and_the_logits():
+    from transformers import LlamaConfig
+
+    from recipes.answers import bytes_per_question
+
+    config = LlamaConfig(**NEMOTRON_SHAPE)
+    cache_per_token = 2 * 32 * 8 * 128 * 2  # keys and values, 32 layers, 8 KV heads of 128, bf16
+    assert cache_per_token == 131072
+    expected = (100 + 256) * cache_per_token + 100 * 4 * 14336 * 2 + 4 * 128256 * 4
+    assert bytes_per_question(config, prompt_tokens=100, max_new_tokens=256) == expected
+
+
+class FakeGpuModel:
+    """Enough of a model for fitting_batch_size: a bf16 parameter on a CUDA device, and a config."""
+
+    def __init__(self):
+        import types
+
+        import torch
+        from transformers import LlamaConfig
+
+        self.config = LlamaConfig(**NEMOTRON_SHAPE)
+        self.parameter = types.SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.bfloat16,
+                                               is_floating_point=lambda: True)
+
+    def parameters(self):
+        return iter([self.parameter])
+
+
+def test_auto_generation_batch_fills_free_gpu_memory_and_no_more(monkeypatch):
+    import torch
+
+    from recipes.answers import GPU_MEMORY_SHARE, bytes_per_question, fitting_batch_size
+
+    model, gib = FakeGpuModel(), 2**30
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 3 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * gib)
+    per_question = bytes_per_question(model.config, 120, 256)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (9 * gib, 24 * gib))  # a 24 GB card
+    fits = int((9 + 1) * gib * GPU_MEMORY_SHARE // per_question)  # free + the allocator's unused cache
+    assert 100 < fits < 648
+    assert fitting_batch_size(model, 648, 120, 256) == fits
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (120 * gib, 141 * gib))  # an H200
+    assert fitting_batch_size(model, 648, 120, 256) == 648  # the whole FiQA test split in one batch
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (0, 24 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    assert fitting_batch_size(model, 648, 120, 256) == 1  # never zero: the out-of-memory path takes over
+
+
+def test_auto_generation_batch_on_a_cpu(in_work_dir):
+    from recipes.answers import CPU_GENERATION_BATCH_SIZE, fitting_batch_size
+    from recipes.trained_run import load_adapter_model, load_run_recipe
+
+    model = load_adapter_model(in_work_dir, load_run_recipe(in_work_dir))
+    assert fitting_batch_size(model, 5, 40, 16) == 5
+    assert fitting_batch_size(model, 1000, 40, 16) == CPU_GENERATION_BATCH_SIZE
+
+
+def test_scoring_embeds_the_references_once_for_both_sides(monkeypatch):
+    import recipes.evaluate as evaluate
+
+    calls = []
+    real_embed = evaluate.embed
+
+    def counting_embed(texts, encoder, device=None):
+        calls.append(list(texts))
+        return real_embed(texts, encoder, device="cpu")
+
+    monkeypatch.setattr(evaluate, "embed", counting_embed)
+    rows = [{"question": "q1", "reference": "Bonds pay interest.", "base": "Stocks.", "tuned": "Bonds pay coupons."},
+            {"question": "q2", "reference": "An ETF trades on an exchange.", "base": "", "tuned": "ETFs trade."}]
+    losses = {side: {"eval_loss": 1.0, "perplexity": 2.718} for side in ("base", "tuned")}
+    report = evaluate.score_predictions(rows, losses)
+    references = [r["reference"] for r in rows]
+    assert calls.count(references) == 1 and len(calls) == 3  # references once, then each side's answers
+    assert report["tuned"]["similarity"]["mean"] > report["base"]["similarity"]["mean"]
+    assert rows[0]["similarity_tuned"] > rows[0]["similarity_base"]
 
 
 def test_generate_cli(in_work_dir, tmp_path, capsys):
