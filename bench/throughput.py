@@ -203,15 +203,16 @@ def parse_variant(text: str) -> dict:
 
 def worker_env(spec: dict, unsloth_site: Path | None, base: dict | None = None) -> dict:
     """The environment of a variant's worker process: the caller's own, except that an Unsloth
-    variant gets its separate site dir first on PYTHONPATH (its trl/datasets pins differ from the
-    project's) and Unsloth's offline switches."""
+    variant's PYTHONPATH is its separate site dir and this project only (its trl, datasets and
+    transformers pins differ from the project's) and it gets Unsloth's offline switches."""
     env = dict(os.environ if base is None else base)
     if spec["kind"] != "unsloth":
         return env
     from bench.unsloth_variant import OFFLINE_ENV
 
-    if unsloth_site is not None:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(unsloth_site).resolve()), env.get("PYTHONPATH")) if p)
+    if unsloth_site is not None:  # its site dir and this project only: the project's own wheel dir on the
+        # caller's PYTHONPATH would shadow the image's transformers with one newer than Unsloth supports
+        env["PYTHONPATH"] = os.pathsep.join((str(Path(unsloth_site).resolve()), str(Path(__file__).resolve().parents[1])))
     env.update(OFFLINE_ENV)
     return env
 

@@ -83,15 +83,18 @@ def test_unsloth_variants_parse_with_their_settings_and_overrides():
 def test_only_unsloth_workers_get_the_unsloth_site_and_offline_switches(tmp_path):
     from bench.throughput import parse_variant, worker_env
 
-    base = {"PATH": "/usr/bin", "PYTHONPATH": "/repo", "HF_HUB_OFFLINE": "0"}
+    # The caller runs from the project's own wheel dir (newer transformers than Unsloth supports).
+    base = {"PATH": "/usr/bin", "PYTHONPATH": os.pathsep.join(["/tmp/site", "/repo"]), "HF_HUB_OFFLINE": "0"}
     site = tmp_path / "unsloth_site"
     for text in ("trl-baseline", "q=recipes/nemotron_fiqa_qlora.yaml"):
         assert worker_env(parse_variant(text), site, base) == base  # unchanged
     env = worker_env(parse_variant("unsloth-qlora"), site, base)
-    assert env["PYTHONPATH"].split(os.pathsep) == [str(site.resolve()), "/repo"]  # the site first
+    # Unsloth's own site dir, then this project; never the caller's wheel dir, which would shadow the
+    # image's transformers (this happened on the H200: bench/results/throughput_round4_h200_2026-11-30.json)
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(site.resolve()), str(REPO_ROOT)]
     assert env["UNSLOTH_DISABLE_STATISTICS"] == "1" and env["HF_HUB_OFFLINE"] == "1"
-    assert env["PATH"] == "/usr/bin" and base["PYTHONPATH"] == "/repo"  # the caller's dict is not touched
-    assert worker_env(parse_variant("unsloth-lora"), site, {})["PYTHONPATH"] == str(site.resolve())
+    assert env["PATH"] == "/usr/bin" and base["PYTHONPATH"] == os.pathsep.join(["/tmp/site", "/repo"])  # caller's dict untouched
+    assert worker_env(parse_variant("unsloth-lora"), site, {})["PYTHONPATH"].split(os.pathsep)[0] == str(site.resolve())
     assert "PYTHONPATH" not in worker_env(parse_variant("unsloth-lora"), None, {})
 
 
