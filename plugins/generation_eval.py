@@ -61,10 +61,11 @@ class GenerationEvalCallback(TrainerCallback):
         self.prompt_format = prompt_format
         self.config = config
         self.trainer = None  # set by GenerationEval.on_trainer_ready, to log through the trainer
+        self.reference_embeddings = None  # the references do not change between evaluations: embedded once
 
     def score(self, model, tokenizer) -> dict[str, float]:
         from recipes.answers import generate_answers
-        from recipes.scoring import rouge_l, semantic_similarity
+        from recipes.scoring import cosines, embed, rouge_l
 
         was_training = model.training
         model.eval()
@@ -77,7 +78,10 @@ class GenerationEvalCallback(TrainerCallback):
         finally:
             model.train(was_training)
         texts = [a.text for a in answers]
-        similarity = semantic_similarity(texts, self.references, self.config.generation_eval_encoder)
+        encoder = self.config.generation_eval_encoder
+        if self.reference_embeddings is None:
+            self.reference_embeddings = embed(self.references, encoder)
+        similarity = cosines(embed(texts, encoder), self.reference_embeddings)
         rouge = rouge_l(texts, self.references)
         words = [len(t.split()) for t in texts]
         n = len(texts)

@@ -240,3 +240,35 @@ def test_generation_leaves_the_tokenizer_as_it_was_and_says_when_an_answer_was_c
     assert tokenizer.padding_side == side
     for answer in answers:
         assert answer.stopped or answer.new_tokens == 3  # an answer that did not end at EOS used them all
+
+
+def test_generation_eval_embeds_its_references_once_across_evaluations(monkeypatch):
+    """The validation references never change during a run, so each evaluation embeds only the new answers."""
+    import torch
+
+    import plugins.generation_eval as generation_eval
+    import recipes.answers
+    import recipes.scoring
+    from recipes.answers import Answer
+    from recipes.scoring import semantic_similarity
+
+    records = [{"question": "What is a bond?", "answer": "A bond is a loan to an issuer that pays interest."},
+               {"question": "What is an ETF?", "answer": "An ETF is a fund that trades on an exchange."}]
+    answers = ["A bond pays interest.", "A fund traded on an exchange."]
+    monkeypatch.setattr(recipes.answers, "generate_answers",
+                        lambda *args, **kwargs: [Answer(text=a, new_tokens=5, stopped=True) for a in answers])
+    embedded, real_embed = [], recipes.scoring.embed
+
+    def counting_embed(texts, *args, **kwargs):
+        embedded.append(list(texts))
+        return real_embed(texts, *args, **kwargs)
+
+    monkeypatch.setattr(recipes.scoring, "embed", counting_embed)
+    callback = generation_eval.GenerationEvalCallback(records, "completion", generation_eval.GenerationEvalConfig())
+    model = torch.nn.Linear(1, 1)
+    first, second = callback.score(model, tokenizer=None), callback.score(model, tokenizer=None)
+    references = [r["answer"] for r in records]
+    assert embedded.count(references) == 1 and embedded.count(answers) == 2
+    assert first == second
+    assert first["eval_similarity"] == pytest.approx(sum(semantic_similarity(answers, references)) / 2, abs=1e-4)
+    assert model.training  # put back in training mode after answering
