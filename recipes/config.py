@@ -65,7 +65,8 @@ class RecipeArguments:
         default=True,
         metadata={"help": "PEFT's switch of that name. True (PEFT's default) keeps the LoRA weights of a bf16 model in "
                   "float32, so every adapter casts its input to float32 and back each step; False keeps them in the "
-                  "model's dtype, as TRL already does for 4-bit and 8-bit bases (which this key does not change)."},
+                  "model's dtype, as TRL already does for 4-bit and 8-bit bases (which this key does not change). "
+                  "No effect under FSDP, whose mixed precision keeps trainable weights in float32; refused with fp16."},
     )
     plugins: list[str] = field(
         default_factory=list,

@@ -205,18 +205,21 @@ def build_peft_and_quantization(model_args):
     return get_peft_config(model_args), get_quantization_config(model_args)
 
 
-def keep_adapters_in_model_dtype(model) -> int:
-    """Cast the trainable LoRA weights to the dtype of the frozen base (``autocast_adapter_dtype: false``).
+def keep_adapters_in_model_dtype(model) -> int | None:
+    """Cast the trainable weights (the LoRA matrices, and any ``modules_to_save`` copies) to the dtype
+    of the frozen base, for ``autocast_adapter_dtype: false``.
 
     PEFT upcasts adapters of a bf16 model to float32 (``get_peft_model(autocast_adapter_dtype=True)``),
     so each adapter casts its bf16 input to float32 and autocast casts it back for the matmul: on
     the 8B LoRA recipe that copying is ~7% of a step (bench/results/step_profile_h200_2026-11-30.json).
     TRL makes the same cast for quantized bases (``SFTTrainer.__init__``), after the PEFT wrap and
-    before the optimizer exists, which is where this runs too. Returns how many tensors were cast.
+    before the optimizer exists, which is where this runs too; like TRL it leaves DoRA's magnitude
+    vector in float32, whose small updates bf16 would round away. Returns how many tensors were
+    cast, or None when the frozen weights mix float dtypes and there is no single one to follow.
     """
     frozen = {p.dtype for p in model.parameters() if not p.requires_grad and p.is_floating_point()}
-    if len(frozen) != 1:  # frozen weights of mixed float dtypes: no single dtype to follow, so left as PEFT made them
-        return 0
+    if len(frozen) != 1:
+        return None
     dtype = frozen.pop()
     cast = 0
     for name, param in model.named_parameters():

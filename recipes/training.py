@@ -115,10 +115,23 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
                               "(from_pretrained's own arguments, e.g. low_cpu_mem_usage, are accepted).") from None
         raise
     if not recipe.recipe.autocast_adapter_dtype:
-        keep_adapters_in_model_dtype(trainer.model)
+        keep_adapters_in_model_dtype_or_say_why(trainer.model)
     for plugin in recipe.plugins:
         plugin.on_trainer_ready(trainer, recipe)
     return trainer, reports
+
+
+def keep_adapters_in_model_dtype_or_say_why(model) -> None:
+    """``autocast_adapter_dtype: false``, with a note wherever it cannot take effect."""
+    from recipes.validate import launched_with_fsdp
+
+    if launched_with_fsdp():
+        print("note: autocast_adapter_dtype: false has no effect under FSDP, whose mixed precision keeps trainable "
+              "weights in float32 (accelerate upcasts them when it shards the model).")
+        return
+    if keep_adapters_in_model_dtype(model) is None:
+        print("note: autocast_adapter_dtype: false left the adapters in the dtype PEFT gave them: the frozen weights of "
+              "this model mix float dtypes, so there is no single base dtype to follow.")
 
 
 def make_trainer(trainer_class, recipe: Recipe, datasets, tokenizer, peft_config, quantization_config, callbacks):

@@ -108,6 +108,12 @@ def check_combinations(v: dict[str, Any]) -> list[str]:
             f"`metric_for_best_model: {metric}` is computed by the plugin {GENERATION_EVAL}, which the recipe does not "
             "list. Add it to `plugins:`, or choose by eval_loss."
         )
+    if v.get("autocast_adapter_dtype") is False and v["fp16"]:
+        problems.append(
+            "`autocast_adapter_dtype: false` with `fp16: true` would train float16 adapter weights, whose gradients "
+            "the fp16 loss scaler refuses to unscale. Use bf16: true (the recipes' setting), or leave "
+            "autocast_adapter_dtype at true."
+        )
     if not v.get("model_name_or_path"):
         problems.append("`model_name_or_path` is not set: name a hub model or a local folder.")
     return problems

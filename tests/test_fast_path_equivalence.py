@@ -114,3 +114,38 @@ def test_autocast_adapter_dtype_false_keeps_lora_in_the_base_dtype(tmp_path, tin
     kept.add_callback(RecordDtypes())
     kept.train()  # the optimizer takes the bf16 adapters and they stay bf16 while they train
     assert seen and all(dtypes == {torch.bfloat16} for dtypes in seen)
+
+
+def tiny_peft_model(dtype):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=64)
+    return get_peft_model(LlamaForCausalLM(config).to(dtype), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+
+
+def test_adapters_stay_as_peft_made_them_where_no_single_base_dtype_exists(capsys):
+    from recipes.training import keep_adapters_in_model_dtype_or_say_why
+
+    model = tiny_peft_model(torch.bfloat16)
+    model.base_model.model.lm_head.float()  # a model that keeps one module in float32
+    keep_adapters_in_model_dtype_or_say_why(model)
+    assert lora_dtypes_of(model) == {torch.float32}
+    assert "the frozen weights of this model mix float dtypes" in capsys.readouterr().out
+
+
+def test_under_fsdp_the_note_says_the_key_has_no_effect(monkeypatch, capsys):
+    from recipes.training import keep_adapters_in_model_dtype_or_say_why
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    model = tiny_peft_model(torch.bfloat16)
+    keep_adapters_in_model_dtype_or_say_why(model)
+    assert "no effect under FSDP" in capsys.readouterr().out
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    keep_adapters_in_model_dtype_or_say_why(model)
+    assert lora_dtypes_of(model) == {torch.bfloat16} and capsys.readouterr().out == ""
+
+
+def lora_dtypes_of(model) -> set:
+    return {p.dtype for n, p in model.named_parameters() if "lora_" in n}

@@ -69,6 +69,8 @@ BAD_RECIPES = [
      "`save_strategy` is epoch and `eval_strategy` is steps"),
     ("best model, steps misaligned", GOOD + "load_best_model_at_end: true\neval_strategy: steps\neval_steps: 10\nsave_steps: 15\n", [],
      "`save_steps` (15) is not a multiple of `eval_steps` (10)"),
+    ("fp16 adapters", GOOD + "autocast_adapter_dtype: false\n", ["--fp16", "true", "--bf16", "false"],
+     "`autocast_adapter_dtype: false` with `fp16: true` would train float16 adapter weights"),
     ("no model", "bf16: false\n", [], "`model_name_or_path` is not set"),
     ("not a mapping", "- a\n- b\n", [], "must be a mapping of `key: value` lines"),
     ("not YAML", "a: [\n", [], "is not valid YAML"),
