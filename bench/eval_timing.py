@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--questions", type=int, default=FIQA_TEST_QUESTIONS)
     predict.add_argument("--max_new_tokens", type=int, default=256)
     predict.add_argument("--batch_size", type=int, default=8, help="loss pass, as recipes.evaluate's default")
-    predict.add_argument("--generation_batch_size", type=lambda v: None if v == "auto" else int(v), action="append",
+    from recipes.evaluate import generation_batch_size_value
+
+    predict.add_argument("--generation_batch_size", type=generation_batch_size_value, action="append",
                          default=None, help="questions a batch, or auto (recipes.evaluate's default); repeat to compare")
     predict.add_argument("--repetition_penalty", type=float, default=1.2)
     predict.add_argument("--out", type=Path, default=Path("eval_timing.json"))

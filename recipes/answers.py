@@ -19,9 +19,9 @@ from preprocess.prompt_format import PromptFormat, build_messages, build_prompt
 DEFAULT_REPETITION_PENALTY = 1.2
 
 
-# Without a GPU there is no memory figure to size the batch from; this many questions a batch
-# kept a 2-core CPU busy without holding more than a few GiB for SmolLM2-sized models.
-CPU_GENERATION_BATCH_SIZE = 128
+# Questions a batch where no free-memory figure sizes it: on a CPU, and for a model whose config
+# does not say its cache's shape. It was the fixed default before the batch was sized from GPU memory.
+FALLBACK_GENERATION_BATCH_SIZE = 128
 # The share of free GPU memory a batch may plan to fill: the estimate below leaves out the
 # allocator's fragmentation and the logits processors' temporaries.
 GPU_MEMORY_SHARE = 0.8
@@ -57,7 +57,7 @@ def bytes_per_question(config, prompt_tokens: int, max_new_tokens: int, dtype_by
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     cache_per_token = 2 * text.num_hidden_layers * kv_heads * head_dim * dtype_bytes
-    prefill_per_token = 4 * getattr(text, "intermediate_size", 4 * text.hidden_size) * dtype_bytes
+    prefill_per_token = 4 * (getattr(text, "intermediate_size", None) or 4 * text.hidden_size) * dtype_bytes
     logits = 4 * text.vocab_size * 4
     return (prompt_tokens + max_new_tokens) * cache_per_token + prompt_tokens * prefill_per_token + logits
 
@@ -65,18 +65,30 @@ def bytes_per_question(config, prompt_tokens: int, max_new_tokens: int, dtype_by
 def fitting_batch_size(model, questions: int, longest_prompt_tokens: int, max_new_tokens: int) -> int:
     """How many questions to answer at once when no batch size is given: all of them where the GPU's
     free memory holds their caches (decoding costs about one pass over the weights per new token
-    whatever the batch, so fewer, bigger batches finish sooner), else as many as fit; on a CPU,
-    :data:`CPU_GENERATION_BATCH_SIZE`."""
+    whatever the batch, so fewer, bigger batches finish sooner), else as many as fit; on a CPU, or
+    for a config without the attention shape to size the cache from, :data:`FALLBACK_GENERATION_BATCH_SIZE`.
+    A model spread over several GPUs is sized by the one with the least free memory (conservative:
+    each GPU holds only its own layers' cache)."""
     import torch
 
-    device = next(model.parameters()).device
-    if device.type != "cuda":
-        return max(1, min(questions, CPU_GENERATION_BATCH_SIZE))
-    free, _ = torch.cuda.mem_get_info(device)
-    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # cached by torch, reusable
+    fallback = max(1, min(questions, FALLBACK_GENERATION_BATCH_SIZE))
+    devices = {p.device for p in model.parameters() if p.device.type == "cuda"}
+    if not devices:
+        return fallback
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.bfloat16)
-    per_question = bytes_per_question(model.config, longest_prompt_tokens, max_new_tokens,
-                                      torch.finfo(dtype).bits // 8)
+    try:
+        per_question = bytes_per_question(model.config, longest_prompt_tokens, max_new_tokens,
+                                          torch.finfo(dtype).bits // 8)
+    except (AttributeError, TypeError, ZeroDivisionError):
+        print(f"note: the generation batch cannot be sized from {type(model.config).__name__} (no attention shape "
+              f"in its config); answering {fallback} questions at a time. Set --generation_batch_size to choose.")
+        return fallback
+
+    def free_bytes(device) -> int:  # free on the card, plus what torch holds cached but unused
+        return (torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device)
+                - torch.cuda.memory_allocated(device))
+
+    free = min(free_bytes(device) for device in devices)
     return max(1, min(questions, int(free * GPU_MEMORY_SHARE // per_question)))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -248,6 +249,18 @@ def evaluate_run(run_dir: Path, split: str, limit: int | None, max_new_tokens: i
     return report
 
 
+def generation_batch_size_value(text: str) -> int | None:
+    """``--generation_batch_size`` as given: ``auto`` (None: sized from free GPU memory) or a whole
+    number (checked for being 1 or more with the other counts)."""
+    value = str(text).strip()
+    if value.lower() == "auto":
+        return None
+    if not re.fullmatch(r"[+-]?[0-9]+", value):
+        raise ValueError(f"--generation_batch_size is {text!r}; give a whole number of questions, or auto to fit "
+                         "the GPU's free memory.")
+    return int(value)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m recipes.evaluate", description=__doc__.split("\n\n")[1])
     parser.add_argument("run_dir", type=Path, help="output_dir of a finished recipes.run run")
@@ -269,12 +282,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    size = str(args.generation_batch_size).strip()
-    if size != "auto" and not size.lstrip("-").isdigit():
-        print(f"error: --generation_batch_size is {size!r}; give a whole number of questions, or auto to fit "
-              "the GPU's free memory.", file=sys.stderr)
+    try:
+        args.generation_batch_size = generation_batch_size_value(args.generation_batch_size)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    args.generation_batch_size = None if size == "auto" else int(size)
     for option in ("batch_size", "generation_batch_size", "max_new_tokens"):
         value = getattr(args, option)
         if value is not None and value < 1:

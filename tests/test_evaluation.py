@@ -135,8 +135,26 @@ def test_evaluate_refuses_batch_sizes_below_one(capsys):
 
     assert main(["runs/anything", "--generation_batch_size", "0"]) == 2
     assert "--generation_batch_size is 0" in capsys.readouterr().err
-    assert main(["runs/anything", "--generation_batch_size", "many"]) == 2
-    assert "--generation_batch_size is 'many'; give a whole number of questions, or auto" in capsys.readouterr().err
+    for wrong in ("many", "3.5", "\u00b2", "\u0663", ""):  # words, fractions, superscripts, other digits
+        assert main(["runs/anything", "--generation_batch_size", wrong]) == 2
+        assert f"--generation_batch_size is {wrong!r}; give a whole number of questions, or auto" in capsys.readouterr().err
+    assert main(["runs/anything", "--generation_batch_size", "-3"]) == 2
+    assert "--generation_batch_size is -3; it counts examples or tokens" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("given", "value"), [("auto", None), ("AUTO", None), (" 8 ", 8), ("+8", 8), ("648", 648)])
+def test_generation_batch_size_values(given, value):
+    from recipes.evaluate import generation_batch_size_value
+
+    assert generation_batch_size_value(given) == value
+
+
+def test_generation_batch_size_value_refuses_what_int_would_choke_on():
+    from recipes.evaluate import generation_batch_size_value
+
+    for wrong in ("--5", "+-5", "1e3", "0x10"):
+        with pytest.raises(ValueError, match="give a whole number of questions, or auto"):
+            generation_batch_size_value(wrong)
 
 
 NEMOTRON_SHAPE = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
@@ -156,20 +174,20 @@ def test_bytes_per_question_counts_the_cache_the_prefill_and_the_logits():
 
 
 class FakeGpuModel:
-    """Enough of a model for fitting_batch_size: a bf16 parameter on a CUDA device, and a config."""
+    """Enough of a model for fitting_batch_size: bf16 parameters on CUDA devices, and a config."""
 
-    def __init__(self):
+    def __init__(self, config=None, gpus=(0,)):
         import types
 
         import torch
         from transformers import LlamaConfig
 
-        self.config = LlamaConfig(**NEMOTRON_SHAPE)
-        self.parameter = types.SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.bfloat16,
-                                               is_floating_point=lambda: True)
+        self.config = config if config is not None else LlamaConfig(**NEMOTRON_SHAPE)
+        self.parameter_list = [types.SimpleNamespace(device=torch.device("cuda", gpu), dtype=torch.bfloat16,
+                                                     is_floating_point=lambda: True) for gpu in gpus]
 
     def parameters(self):
-        return iter([self.parameter])
+        return iter(self.parameter_list)
 
 
 def test_auto_generation_batch_fills_free_gpu_memory_and_no_more(monkeypatch):
@@ -193,13 +211,45 @@ def test_auto_generation_batch_fills_free_gpu_memory_and_no_more(monkeypatch):
     assert fitting_batch_size(model, 648, 120, 256) == 1  # never zero: the out-of-memory path takes over
 
 
+def test_auto_generation_batch_on_several_gpus_follows_the_fullest(monkeypatch):
+    import torch
+
+    from recipes.answers import GPU_MEMORY_SHARE, bytes_per_question, fitting_batch_size
+
+    gib = 2**30
+    model = FakeGpuModel(gpus=(0, 1))  # device_map="auto": layers split over two cards
+    free = {0: 60 * gib, 1: 7 * gib}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free[device.index], 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    assert fitting_batch_size(model, 648, 120, 256) == int(7 * gib * GPU_MEMORY_SHARE // bytes_per_question(model.config, 120, 256))
+
+
+def test_auto_generation_batch_for_configs_of_other_shapes(monkeypatch, capsys):
+    import torch
+    from transformers import GPTNeoConfig, MambaConfig
+
+    from recipes.answers import FALLBACK_GENERATION_BATCH_SIZE, bytes_per_question, fitting_batch_size
+
+    neo = GPTNeoConfig(hidden_size=256, num_layers=4, num_heads=8, vocab_size=1000,
+                       attention_types=[[["global", "local"], 2]])  # intermediate_size None
+    assert neo.intermediate_size is None
+    assert bytes_per_question(neo, 10, 20) == 30 * (2 * 4 * 8 * 32 * 2) + 10 * 4 * (4 * 256) * 2 + 4 * 1000 * 4
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    # A state-space model has no attention heads to size a KV cache from: the fixed batch, said once.
+    assert fitting_batch_size(FakeGpuModel(MambaConfig()), 648, 120, 256) == FALLBACK_GENERATION_BATCH_SIZE
+    assert "cannot be sized from MambaConfig" in capsys.readouterr().out
+
+
 def test_auto_generation_batch_on_a_cpu(in_work_dir):
-    from recipes.answers import CPU_GENERATION_BATCH_SIZE, fitting_batch_size
+    from recipes.answers import FALLBACK_GENERATION_BATCH_SIZE, fitting_batch_size
     from recipes.trained_run import load_adapter_model, load_run_recipe
 
     model = load_adapter_model(in_work_dir, load_run_recipe(in_work_dir))
     assert fitting_batch_size(model, 5, 40, 16) == 5
-    assert fitting_batch_size(model, 1000, 40, 16) == CPU_GENERATION_BATCH_SIZE
+    assert fitting_batch_size(model, 1000, 40, 16) == FALLBACK_GENERATION_BATCH_SIZE
 
 
 def test_scoring_embeds_the_references_once_for_both_sides(monkeypatch):
