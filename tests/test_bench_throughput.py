@@ -94,7 +94,8 @@ def test_only_unsloth_workers_get_the_unsloth_site_and_offline_switches(tmp_path
     assert env["PYTHONPATH"].split(os.pathsep) == [str(site.resolve()), str(REPO_ROOT)]
     assert env["UNSLOTH_DISABLE_STATISTICS"] == "1" and env["HF_HUB_OFFLINE"] == "1"
     assert env["PATH"] == "/usr/bin" and base["PYTHONPATH"] == os.pathsep.join(["/tmp/site", "/repo"])  # caller's dict untouched
-    assert worker_env(parse_variant("unsloth-lora"), site, {})["PYTHONPATH"].split(os.pathsep)[0] == str(site.resolve())
+    assert worker_env(parse_variant("unsloth-lora"), site, {})["PYTHONPATH"].split(os.pathsep) == [
+        str(site.resolve()), str(REPO_ROOT)]
     assert "PYTHONPATH" not in worker_env(parse_variant("unsloth-lora"), None, {})
 
 
