@@ -4,7 +4,6 @@ the parser with a traceback and never change a valid answer (property-based, hyp
 from __future__ import annotations
 
 import csv
-import io
 from collections import Counter
 from pathlib import Path
 
