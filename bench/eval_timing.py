@@ -87,12 +87,9 @@ def timed_predict(run_dir: Path, max_new_tokens: int, batch_size: int, generatio
     questions, prompt_format = [r["question"] for r in records], detect_prompt_format(records[0])
     answers = {}
     if generation_batch_size is None:  # what generate_answers will choose, from the same inputs
-        from recipes.answers import fitting_batch_size, prompt_text
+        from recipes.answers import auto_batch_size
 
-        add_special = prompt_format == "completion"
-        longest = max(len(tokenizer(prompt_text(q, prompt_format, tokenizer), add_special_tokens=add_special)["input_ids"])
-                      for q in questions)
-        clock["auto_generation_batch_size"] = fitting_batch_size(model, len(questions), longest, max_new_tokens)
+        clock["auto_generation_batch_size"] = auto_batch_size(model, tokenizer, questions, prompt_format, max_new_tokens)
     for side, adapter in (("tuned", nullcontext()), ("base", model.disable_adapter())):  # as predict() does
         mark = time.perf_counter()
         with adapter:

@@ -26,7 +26,7 @@ import sys
 def audit(argv: list[str]) -> dict:
     from recipes.config import parse_recipe
     from recipes.data import split_path
-    from recipes.answers import prompt_text
+    from recipes.answers import adds_special_tokens, prompt_text
     from preprocess.prompt_format import detect_prompt_format
     from recipes.training import build_trainer
 
@@ -50,7 +50,7 @@ def audit(argv: list[str]) -> dict:
         ids, labels = row["input_ids"], row["labels"]
         first = next(i for i, label in enumerate(labels) if label != -100)
         wanted = tokenizer(prompt_text(record["question"], prompt_format, tokenizer),
-                           add_special_tokens=prompt_format == "completion")["input_ids"]
+                           add_special_tokens=adds_special_tokens(prompt_format))["input_ids"]
         prompt_matches += ids[:first] == wanted
         supervised = [label for label in labels if label != -100]
         eos_supervised += eos in supervised[-2:]  # chat templates may close the turn with a newline after EOS

@@ -45,6 +45,25 @@ def prompt_text(question: str, prompt_format: PromptFormat, tokenizer) -> str:
     )
 
 
+def adds_special_tokens(prompt_format: PromptFormat) -> bool:
+    """Training tokenized the plain prompt with the tokenizer's special tokens (BOS); a chat
+    template writes its own BOS, so it must not be added twice."""
+    return prompt_format == "completion"
+
+
+def prompts_and_lengths(questions: list[str], prompt_format: PromptFormat, tokenizer) -> tuple[list[str], list[int]]:
+    """Each question's prompt text and its length in tokens, as generation encodes it."""
+    texts = [prompt_text(q, prompt_format, tokenizer) for q in questions]
+    encoded = tokenizer(texts, add_special_tokens=adds_special_tokens(prompt_format))["input_ids"]
+    return texts, [len(ids) for ids in encoded]
+
+
+def auto_batch_size(model, tokenizer, questions: list[str], prompt_format: PromptFormat, max_new_tokens: int) -> int:
+    """The batch :func:`generate_answers` answers ``questions`` in when given none."""
+    _, lengths = prompts_and_lengths(questions, prompt_format, tokenizer)
+    return fitting_batch_size(model, len(questions), max(lengths, default=1), max_new_tokens)
+
+
 def bytes_per_question(config, prompt_tokens: int, max_new_tokens: int, dtype_bytes: int = 2) -> int:
     """GPU memory one question holds while its batch is answered: its KV cache at full length, the
     prefill's widest activations over its prompt (the MLP's gate, up and product rows) and its
@@ -117,14 +136,11 @@ def generate_answers(
     from accelerate.utils import find_executable_batch_size
     from tqdm.auto import tqdm
 
-    texts = [prompt_text(q, prompt_format, tokenizer) for q in questions]
-    # Training tokenized the plain prompt with the tokenizer's special tokens (BOS); a chat
-    # template writes its own BOS, so it must not be added twice.
-    add_special = prompt_format == "completion"
+    texts, lengths = prompts_and_lengths(questions, prompt_format, tokenizer)
+    add_special = adds_special_tokens(prompt_format)
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     # Longest prompts first: batches of like lengths waste little on padding, and a batch too big
     # for the GPU fails on the first batch, not after minutes of work.
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=add_special)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     answers: dict[int, Answer] = {}
     device = next(model.parameters()).device
