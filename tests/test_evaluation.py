@@ -190,43 +190,42 @@ class FakeGpuModel:
         return iter(self.parameter_list)
 
 
-def test_auto_generation_batch_fills_free_gpu_memory_and_no_more(monkeypatch):
+def fake_gpu_memory(monkeypatch, free, reserved: int = 0, allocated: int = 0) -> None:
+    """torch.cuda's memory figures as a card would give them: ``free`` bytes (or a function of the
+    device), and the allocator's reserved and allocated bytes."""
     import torch
 
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free(device) if callable(free) else free, 0))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: reserved)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: allocated)
+
+
+def test_auto_generation_batch_fills_free_gpu_memory_and_no_more(monkeypatch):
     from recipes.answers import GPU_MEMORY_SHARE, bytes_per_question, fitting_batch_size
 
     model, gib = FakeGpuModel(), 2**30
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 3 * gib)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * gib)
     per_question = bytes_per_question(model.config, 120, 256)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (9 * gib, 24 * gib))  # a 24 GB card
+    fake_gpu_memory(monkeypatch, 9 * gib, reserved=3 * gib, allocated=2 * gib)  # a 24 GB card
     fits = int((9 + 1) * gib * GPU_MEMORY_SHARE // per_question)  # free + the allocator's unused cache
     assert 100 < fits < 648
     assert fitting_batch_size(model, 648, 120, 256) == fits
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (120 * gib, 141 * gib))  # an H200
+    fake_gpu_memory(monkeypatch, 120 * gib, reserved=3 * gib, allocated=2 * gib)  # an H200
     assert fitting_batch_size(model, 648, 120, 256) == 648  # the whole FiQA test split in one batch
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (0, 24 * gib))
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    fake_gpu_memory(monkeypatch, 0)
     assert fitting_batch_size(model, 648, 120, 256) == 1  # never zero: the out-of-memory path takes over
 
 
 def test_auto_generation_batch_on_several_gpus_follows_the_fullest(monkeypatch):
-    import torch
-
     from recipes.answers import GPU_MEMORY_SHARE, bytes_per_question, fitting_batch_size
 
     gib = 2**30
     model = FakeGpuModel(gpus=(0, 1))  # device_map="auto": layers split over two cards
     free = {0: 60 * gib, 1: 7 * gib}
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free[device.index], 80 * gib))
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    fake_gpu_memory(monkeypatch, lambda device: free[device.index])
     assert fitting_batch_size(model, 648, 120, 256) == int(7 * gib * GPU_MEMORY_SHARE // bytes_per_question(model.config, 120, 256))
 
 
 def test_auto_generation_batch_for_configs_of_other_shapes(monkeypatch, capsys):
-    import torch
     from transformers import GPTNeoConfig, MambaConfig
 
     from recipes.answers import FALLBACK_GENERATION_BATCH_SIZE, bytes_per_question, fitting_batch_size
@@ -235,9 +234,7 @@ def test_auto_generation_batch_for_configs_of_other_shapes(monkeypatch, capsys):
                        attention_types=[[["global", "local"], 2]])  # intermediate_size None
     assert neo.intermediate_size is None
     assert bytes_per_question(neo, 10, 20) == 30 * (2 * 4 * 8 * 32 * 2) + 10 * 4 * (4 * 256) * 2 + 4 * 1000 * 4
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 * 2**30, 80 * 2**30))
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    fake_gpu_memory(monkeypatch, 40 * 2**30)
     # A state-space model has no attention heads to size a KV cache from: the fixed batch, said once.
     assert fitting_batch_size(FakeGpuModel(MambaConfig()), 648, 120, 256) == FALLBACK_GENERATION_BATCH_SIZE
     assert "cannot be sized from MambaConfig" in capsys.readouterr().out

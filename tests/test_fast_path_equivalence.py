@@ -88,10 +88,6 @@ def test_packed_loss_equals_padded_loss(tmp_path, tiny_model_dir, fiqa_jsonl_dir
     assert trainer_loss == pytest.approx(manual_total / manual_tokens, rel=1e-4)
 
 
-def lora_dtypes(trainer) -> set:
-    return {p.dtype for n, p in trainer.model.named_parameters() if "lora_" in n}
-
-
 def test_autocast_adapter_dtype_false_keeps_lora_in_the_base_dtype(tmp_path, tiny_model_dir, fiqa_jsonl_dir):
     """PEFT upcasts the adapters of a bf16 model to float32; ``autocast_adapter_dtype: false`` keeps
     them bf16 (the cast TRL makes for QLoRA), before the optimizer is built from them."""
@@ -99,8 +95,8 @@ def test_autocast_adapter_dtype_false_keeps_lora_in_the_base_dtype(tmp_path, tin
     upcast, _ = build_trainer(make_recipe(tmp_path / "upcast", tiny_model_dir, fiqa_jsonl_dir, *common))
     kept, _ = build_trainer(make_recipe(tmp_path / "kept", tiny_model_dir, fiqa_jsonl_dir, *common,
                                         "--autocast_adapter_dtype", "false"))
-    assert lora_dtypes(upcast) == {torch.float32}
-    assert lora_dtypes(kept) == {torch.bfloat16}
+    assert lora_dtypes(upcast.model) == {torch.float32}
+    assert lora_dtypes(kept.model) == {torch.bfloat16}
     assert all(p.requires_grad for n, p in kept.model.named_parameters() if "lora_" in n)
 
     from transformers import TrainerCallback
@@ -109,7 +105,7 @@ def test_autocast_adapter_dtype_false_keeps_lora_in_the_base_dtype(tmp_path, tin
 
     class RecordDtypes(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            seen.append(lora_dtypes(kept))
+            seen.append(lora_dtypes(kept.model))
 
     kept.add_callback(RecordDtypes())
     kept.train()  # the optimizer takes the bf16 adapters and they stay bf16 while they train
@@ -131,7 +127,7 @@ def test_adapters_stay_as_peft_made_them_where_no_single_base_dtype_exists(capsy
     model = tiny_peft_model(torch.bfloat16)
     model.base_model.model.lm_head.float()  # a model that keeps one module in float32
     keep_adapters_in_model_dtype_or_say_why(model)
-    assert lora_dtypes_of(model) == {torch.float32}
+    assert lora_dtypes(model) == {torch.float32}
     assert "the frozen weights of this model mix float dtypes" in capsys.readouterr().out
 
 
@@ -144,8 +140,8 @@ def test_under_fsdp_the_note_says_the_key_has_no_effect(monkeypatch, capsys):
     assert "no effect under FSDP" in capsys.readouterr().out
     monkeypatch.delenv("ACCELERATE_USE_FSDP")
     keep_adapters_in_model_dtype_or_say_why(model)
-    assert lora_dtypes_of(model) == {torch.bfloat16} and capsys.readouterr().out == ""
+    assert lora_dtypes(model) == {torch.bfloat16} and capsys.readouterr().out == ""
 
 
-def lora_dtypes_of(model) -> set:
+def lora_dtypes(model) -> set:
     return {p.dtype for n, p in model.named_parameters() if "lora_" in n}
