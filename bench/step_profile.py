@@ -8,8 +8,10 @@ random-weight model of ``--shape`` through the path of ``recipes.run``, and step
 ``--profile_step`` (after warm-up) runs under the profiler. The CUDA kernels of that step are
 summed by kind (matrix multiplies, attention, 4-bit dequantisation, Liger's fused kernels,
 elementwise work, the optimizer ...), next to the step's wall time; what the kernels leave of
-the wall time is the GPU waiting on the CPU (launch overhead, Python, synchronisation).
-The 25 longest kernels are kept by name, so every bucket can be checked.
+the wall time is the GPU waiting on the CPU (launch overhead, Python, synchronisation), and the
+gaps between kernels are sorted by length, the longest named by the kernels around them. The
+traced span starts where the step before ended, so loading the step's batch is in it. The 25
+longest kernels are kept by name, so every bucket can be checked.
 """
 
 from __future__ import annotations
@@ -69,20 +71,50 @@ def summarise_kernels(kernels: list[tuple[str, float]], step_seconds: float, top
     }
 
 
+GAP_BUCKETS_MS: list[tuple[str, float]] = [("1 ms or more", 1.0), ("0.1 to 1 ms", 0.1), ("under 0.1 ms", 0.0)]
+
+
+def idle_gaps(spans: list[tuple[str, float, float]], top: int = 10) -> dict:
+    """Where the GPU waits between kernels. ``spans``: (name, start, end) in microseconds.
+
+    A few long gaps are the CPU blocked on something (a synchronisation, batch loading); many
+    short ones are the CPU launching kernels more slowly than the GPU runs them. Kernels that
+    overlap (a copy on another stream) are merged, so a gap is time with no kernel running."""
+    ordered = sorted(spans, key=lambda span: span[1])
+    buckets = {label: {"count": 0, "ms": 0.0} for label, _ in GAP_BUCKETS_MS}
+    largest: list[dict] = []
+    if not ordered:
+        return {"between_kernels": buckets, "largest": largest}
+    previous_name, busy_until = ordered[0][0], ordered[0][2]
+    for name, start, end in ordered[1:]:
+        gap_ms = (start - busy_until) / 1e3
+        if gap_ms > 0:
+            label = next(label for label, floor in GAP_BUCKETS_MS if gap_ms >= floor)
+            buckets[label]["count"] += 1
+            buckets[label]["ms"] += gap_ms
+            largest.append({"ms": round(gap_ms, 3), "after": previous_name[:100], "before": name[:100]})
+        if end >= busy_until:
+            previous_name, busy_until = name, end
+    for bucket in buckets.values():
+        bucket["ms"] = round(bucket["ms"], 2)
+    return {"between_kernels": buckets, "largest": sorted(largest, key=lambda gap: -gap["ms"])[:top]}
+
+
 def profile_callback(step: int):
     """A TrainerCallback that runs optimizer step ``step`` (1-based) under torch.profiler."""
     import torch
     from transformers import TrainerCallback
 
     class ProfileOneStep(TrainerCallback):
+        """Traces from the end of the step before (after its log) to the end of ``step``: the
+        span the throughput plugin times, so loading the batch is in the trace."""
+
         def __init__(self) -> None:
             self.profiler = None
             self.started = 0.0
             self.result: dict | None = None
 
-        def on_step_begin(self, args, state, control, **kwargs):
-            if state.global_step + 1 != step:
-                return
+        def _start(self) -> None:
             # GPU kernels only: tracing every CPU op would slow the step it measures.
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
@@ -93,6 +125,14 @@ def profile_callback(step: int):
             self.profiler.__enter__()
             self.started = time.perf_counter()
 
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.profiler is None and state.global_step + 1 == step:
+                self._start()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self.profiler is None and state.global_step + 1 == step:
+                self._start()  # no log ended the step before (the first step)
+
         def on_step_end(self, args, state, control, **kwargs):
             if self.profiler is None or self.result is not None:
                 return
@@ -102,6 +142,10 @@ def profile_callback(step: int):
             self.profiler.__exit__(None, None, None)
             device_events = [e for e in self.profiler.events() if e.device_type == torch.autograd.DeviceType.CUDA]
             self.result = summarise_kernels([(e.name, e.device_time) for e in device_events], seconds)
+            gaps = idle_gaps([(e.name, e.time_range.start, e.time_range.end) for e in device_events])
+            between = sum(bucket["ms"] for bucket in gaps["between_kernels"].values())
+            gaps["before_first_and_after_last_kernel_ms"] = round(max(0.0, self.result["gpu_idle_ms"] - between), 2)
+            self.result["idle_gaps"] = gaps
 
     return ProfileOneStep()
 

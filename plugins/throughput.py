@@ -2,8 +2,8 @@
 
 Add ``plugins.throughput.Throughput`` to a recipe's ``plugins``, with
 ``include_num_input_tokens_seen: non_padding`` (the trainer's token count). Each training log entry
-then carries ``tokens_per_second`` (non-padding tokens of all processes over the time
-spent in optimizer steps since the previous log, so evaluation pauses do not count),
+then carries ``tokens_per_second`` (non-padding tokens of all processes over the time spent in optimizer
+steps since the previous log, batch loading included, evaluation and checkpoint pauses not),
 ``step_time_seconds`` and, on a GPU, ``peak_memory_gib`` / ``peak_reserved_gib``. They
 reach ``trainer_state.json`` and, with the loss-curves plugin, the CSV and a chart.
 """
@@ -25,27 +25,51 @@ def _cuda():
 
 
 class ThroughputCallback(TrainerCallback):
+    """Times each optimizer step from the end of the one before, so fetching and collating its batch
+    counts: the trainer loads the next batch before ``on_step_begin``, and a clock started there
+    would leave that time out. Logging, evaluation and checkpoint saving are pauses: each of their
+    hooks restarts the clock, so the next step is timed from the end of the last pause."""
+
     def __init__(self) -> None:
-        self.step_started = 0.0
+        self.clock_started = 0.0
         self.train_seconds = 0.0  # time in optimizer steps since the last log
         self.steps = 0
         self.tokens_at_last_log: int | None = None
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.tokens_at_last_log = state.num_input_tokens_seen
-        self.train_seconds, self.steps = 0.0, 0
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.step_started = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
+    @staticmethod
+    def _now() -> float:
         cuda = _cuda()
         if cuda is not None:
             cuda.synchronize()  # kernels are asynchronous: time the work, not its launch
-        self.train_seconds += time.perf_counter() - self.step_started
+        return time.perf_counter()
+
+    def _restart_clock(self) -> None:
+        self.clock_started = self._now()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.tokens_at_last_log = state.num_input_tokens_seen
+        self.train_seconds, self.steps = 0.0, 0
+        self._restart_clock()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = self._now()
+        self.train_seconds += now - self.clock_started
         self.steps += 1
+        self.clock_started = now
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._restart_clock()
+
+    def on_save(self, args, state, control, **kwargs):
+        self._restart_clock()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        try:
+            self._report(state, logs)
+        finally:
+            self._restart_clock()
+
+    def _report(self, state, logs: dict | None) -> None:
         if logs is None or "loss" not in logs or self.steps == 0 or self.train_seconds <= 0:
             return
         tokens = state.num_input_tokens_seen - (self.tokens_at_last_log or 0)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.eval_timing import write_timing_data
-from bench.step_profile import OTHER_KIND, kernel_kind, summarise_kernels
+from bench.step_profile import OTHER_KIND, idle_gaps, kernel_kind, summarise_kernels
 
 # Kernel names as torch.profiler reported them for the recipes on an H200 (2026-11-30).
 H200_KERNELS = {
@@ -38,6 +38,20 @@ def test_a_step_summary_adds_up_and_names_the_idle_time():
     assert summary["by_kind"]["matrix multiply"] == {"ms": 0.4, "share_of_step": 0.4}
     assert list(summary["by_kind"]) == ["matrix multiply", "attention", "copies and casts"]  # longest first
     assert summary["longest_kernels"][0] == {"name": "nvjet_sm90_tst_a", "kind": "matrix multiply", "ms": 0.4, "launches": 2}
+
+
+def test_idle_gaps_are_bucketed_by_length_merge_overlapping_kernels_and_name_the_longest():
+    spans = [("a", 0.0, 100.0), ("copy", 50.0, 120.0),  # overlaps a: no gap, and busy until 120
+             ("b", 2120.0, 2200.0),                      # 2 ms after the copy ends
+             ("c", 2250.0, 2300.0),                      # 0.05 ms
+             ("d", 2500.0, 2600.0)]                      # 0.2 ms
+    gaps = idle_gaps(spans)
+    assert gaps["between_kernels"] == {"1 ms or more": {"count": 1, "ms": 2.0},
+                                       "0.1 to 1 ms": {"count": 1, "ms": 0.2},
+                                       "under 0.1 ms": {"count": 1, "ms": 0.05}}
+    assert gaps["largest"][0] == {"ms": 2.0, "after": "copy", "before": "b"}
+    assert [gap["ms"] for gap in gaps["largest"]] == [2.0, 0.2, 0.05]
+    assert idle_gaps([])["largest"] == []
 
 
 def test_the_timing_split_cycles_the_data_questions_to_the_size_asked(tmp_path):

@@ -198,6 +198,43 @@ def test_throughput_figures_are_logged(resumed_run, tiny_tokenizer):
     assert rows[-1]["num_input_tokens_seen"] == 6 * tokens_per_epoch
 
 
+def test_throughput_times_each_step_from_the_previous_step_end_and_leaves_pauses_out(monkeypatch):
+    """Batch loading happens before on_step_begin, so it is inside the timed span; logging,
+    evaluation and saving restart the clock, so they are not."""
+    from types import SimpleNamespace
+
+    import plugins.throughput as throughput
+
+    ticks = iter([0.0,        # on_train_begin
+                  1.0, 3.0,   # steps 1 and 2 end: 3 s since the start, loading included
+                  3.2,        # the log at step 2 restarts the clock
+                  10.0, 10.5,  # evaluation and saving end: each restarts it
+                  12.0,       # step 3 ends: 1.5 s after the last pause
+                  12.1])      # its log
+    monkeypatch.setattr(throughput, "_cuda", lambda: None)
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(ticks))
+    callback = throughput.ThroughputCallback()
+    state = SimpleNamespace(num_input_tokens_seen=0, global_step=0, log_history=[])
+    callback.on_train_begin(None, state, None)
+    for tokens in (100, 200):
+        state.num_input_tokens_seen += tokens
+        state.global_step += 1
+        callback.on_step_end(None, state, None)
+    first = {"loss": 1.0}
+    callback.on_log(None, state, None, logs=first)
+    callback.on_evaluate(None, state, None)
+    callback.on_save(None, state, None)
+    state.num_input_tokens_seen += 300
+    state.global_step += 1
+    callback.on_step_end(None, state, None)
+    second = {"loss": 0.9}
+    callback.on_log(None, state, None, logs=second)
+
+    assert first["step_time_seconds"] == 1.5 and first["tokens_per_second"] == 100.0
+    assert second["step_time_seconds"] == 1.5 and second["tokens_per_second"] == 200.0
+    assert next(ticks, None) is None  # every hook read the clock exactly once
+
+
 def test_replot_cli_compares_two_runs(resumed_run, tmp_path):
     # The second run is known only by its trainer_state.json, as any HF Trainer run would be.
     other = tmp_path / "other-run"
