@@ -68,6 +68,14 @@ class RecipeArguments:
                   "model's dtype, as TRL already does for 4-bit and 8-bit bases (which this key does not change). "
                   "No effect under FSDP, whose mixed precision keeps trainable weights in float32; refused with fp16."},
     )
+    fused_lora_forward: bool = field(
+        default=False,
+        metadata={"help": "Compute each LoRA adapter's scaled output and its addition to the frozen layer's output in one "
+                  "matrix multiply (torch.addmm) instead of PEFT's separate multiply, scale and add (and, on a 4-bit "
+                  "base, a copy): the same sum in fewer passes over memory (recipes/fused_lora.py). Applies to plain "
+                  "adapters (no dropout, DoRA or LoRA bias, weights in the input's dtype); any other call runs PEFT's "
+                  "own forward."},
+    )
     plugins: list[str] = field(
         default_factory=list,
         metadata={"help": "Plugins by dotted path, e.g. plugins.loss_curves.LossCurves (see plugins/base.py)."},

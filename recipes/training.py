@@ -116,6 +116,8 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         raise
     if not recipe.recipe.autocast_adapter_dtype:
         keep_adapters_in_model_dtype_or_say_why(trainer.model)
+    if recipe.recipe.fused_lora_forward:
+        fuse_lora_forward_or_say_why(trainer.model)
     for plugin in recipe.plugins:
         plugin.on_trainer_ready(trainer, recipe)
     return trainer, reports
@@ -132,6 +134,15 @@ def keep_adapters_in_model_dtype_or_say_why(model) -> None:
     if keep_adapters_in_model_dtype(model) is None:
         print("note: autocast_adapter_dtype: false left the adapters in the dtype PEFT gave them: the frozen weights of "
               "this model mix float dtypes, so there is no single base dtype to follow.")
+
+
+def fuse_lora_forward_or_say_why(model) -> None:
+    """``fused_lora_forward: true``; a note when the model has no LoRA layer to fuse."""
+    from recipes.fused_lora import fuse_lora_forward
+
+    if fuse_lora_forward(model) == 0:
+        print("note: fused_lora_forward: true found no LoRA-wrapped linear layer (use_peft is off, or the adapters "
+              "wrap another kind of layer), so PEFT's forward runs unchanged.")
 
 
 def make_trainer(trainer_class, recipe: Recipe, datasets, tokenizer, peft_config, quantization_config, callbacks):
