@@ -78,8 +78,10 @@ def load_base_model(recipe: Recipe, quantized: bool = True, keep_dtype: bool = F
     from transformers import AutoModelForCausalLM
 
     from recipes.model_setup import build_peft_and_quantization, check_accelerator, loading_error
+    from recipes.varlen_attention import register_if_named
 
     model_args = recipe.model
+    register_if_named(model_args.attn_implementation)
     quantization = build_peft_and_quantization(model_args)[1] if quantized else None
     if quantization is not None:
         check_accelerator(model_args, recipe.training)
