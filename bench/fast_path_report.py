@@ -5,10 +5,11 @@
         --variant "liger=recipes/nemotron_fiqa_qlora.yaml $PLAIN --use_liger_kernel true" ...
     python -m bench.fast_path_report fp.json --reference plain --tolerance 0.02 --out fp_report.json --plot fp.png
 
-Every variant trains on the same padded batches in the same order (same seed, no dropout),
-so the plain path (sdpa attention, no Liger, no activation checkpointing) and each fast path
-see identical data at every step; only the arithmetic differs (kernel order, bf16
-rounding). A fast path passes when its loss at every step is within ``--tolerance``
+Every variant trains on the same batches in the same order (same seed, no dropout): padded
+batches, or packed ones when the variants pack, where the plain path's sdpa attends within each
+document through transformers' block-diagonal mask. So the plain path (sdpa attention, no Liger,
+no activation checkpointing, PEFT's own LoRA forward) and each fast path see identical data at
+every step; only the arithmetic differs (kernel order, bf16 rounding). A fast path passes when its loss at every step is within ``--tolerance``
 (relative) of the plain path's.
 """
 

@@ -180,6 +180,7 @@ def test_qlora_recipe_settings():
     # Packed: one 7680-token pack per step (~27 FiQA examples), padding-free, flex attention.
     assert args.packing is True and args.packing_strategy == "bfd" and args.max_length == 7680
     assert model.attn_implementation == "flex_attention" and args.use_liger_kernel is True
+    assert recipe.recipe.fused_lora_forward is True
     assert args.num_train_epochs == 3
     assert args.activation_checkpointing is False  # no recompute: the 7680-token packs fit 40 GiB without it
     assert args.eval_strategy.value == "steps" and args.load_best_model_at_end
@@ -199,7 +200,9 @@ def test_lora_recipe_differs_only_where_it_should():
         "output_dir",
         "max_length",  # LoRA: 8192-token packs (QLoRA: 7680, to stay under 40 GiB)
         "autocast_adapter_dtype",  # LoRA: bf16 adapters (TRL already casts QLoRA's to bf16)
+        "attn_implementation",  # LoRA: PyTorch's varlen flash kernel (QLoRA: flex attention, faster there)
     }
+    assert lora["attn_implementation"] == "torch_varlen" and lora["fused_lora_forward"] is True
     assert lora["autocast_adapter_dtype"] is False
 
 
