@@ -149,9 +149,6 @@ def check_disk_space(training_args, trainable: int) -> None:
 
 def model_init_kwargs(model_args, training_args) -> dict[str, Any]:
     """``from_pretrained`` keyword arguments, as ``trl sft`` builds them."""
-    from recipes.varlen_attention import register_if_named
-
-    register_if_named(model_args.attn_implementation)
     kwargs: dict[str, Any] = dict(
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,

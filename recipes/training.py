@@ -41,6 +41,7 @@ from recipes.model_setup import (
     load_tokenizer,
     model_init_kwargs,
 )
+from recipes.varlen_attention import register_if_named
 
 
 def prepare_assets(recipe: Recipe) -> None:
@@ -100,6 +101,7 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         clear_finished_run(args.output_dir)
     peft_config, quantization_config = build_peft_and_quantization(model_args)
     args.model_init_kwargs = model_init_kwargs(model_args, args)
+    register_if_named(model_args.attn_implementation)  # torch_varlen: known to transformers before TRL loads
     plugin_callbacks = [
         callback
         for plugin in sorted(recipe.plugins, key=lambda p: p.order)

@@ -119,3 +119,15 @@ def test_other_names_are_left_alone():
     assert "sdpa" in AttentionInterface._global_mapping
     register_if_named(NAME)
     assert AttentionInterface._global_mapping[NAME] is varlen.varlen_attention_forward
+
+
+def test_a_recipe_naming_it_trains(tmp_path, tiny_model_dir, fiqa_jsonl_dir):
+    """The recipe path registers the name before TRL loads the model (on the CPU: sdpa underneath)."""
+    from recipes.training import build_trainer
+    from tests.test_masking import make_recipe
+
+    trainer, _ = build_trainer(make_recipe(tmp_path / "varlen", tiny_model_dir, fiqa_jsonl_dir,
+                                           "--attn_implementation", NAME, "--packing", "true", "--max_steps", "2"))
+    assert trainer.model.config._attn_implementation == NAME
+    trainer.train()
+    assert trainer.state.global_step == 2
