@@ -9,8 +9,8 @@ the same cumulative document lengths (``cu_seq_lens_q`` / ``cu_seq_lens_k``) TRL
 collator already puts in every batch. This module registers it under transformers' attention
 interface; nothing is installed.
 
-Only packed training and evaluation batches (one row with document boundaries) on a CUDA device
-take the kernel. Every other call (padded batches, generation with a KV cache, a CPU run) goes to
+Only packed training and evaluation batches (one row with document boundaries) on an Ampere or
+newer CUDA GPU take the kernel. Every other call (padded batches, generation with a KV cache, a CPU run) goes to
 transformers' own ``sdpa`` attention, whose masks are what transformers builds for this name.
 """
 
@@ -36,6 +36,12 @@ def varlen_kernel():
 
 
 @cache
+def kernel_runs_on(device_index: int) -> bool:
+    """PyTorch's flash kernel needs an Ampere GPU or newer (compute capability 8.0)."""
+    return torch.cuda.get_device_capability(device_index) >= (8, 0)
+
+
+@cache
 def kernel_parameters(kernel) -> frozenset[str]:
     return frozenset(inspect.signature(kernel).parameters)
 
@@ -52,6 +58,7 @@ def takes_the_kernel(module, query: torch.Tensor, key: torch.Tensor, dropout: fl
     return (
         varlen_kernel() is not None
         and query.device.type in KERNEL_DEVICES
+        and (query.device.type != "cuda" or kernel_runs_on(query.device.index or 0))
         and query.shape[0] == 1                              # one packed row
         and query.shape[2] == key.shape[2]                   # no KV cache: queries and keys are the same tokens
         and kwargs.get("cu_seq_lens_q") is not None and kwargs.get("cu_seq_lens_k") is not None
@@ -84,9 +91,19 @@ def varlen_attention_forward(module, query: torch.Tensor, key: torch.Tensor, val
 
 
 def register_if_named(attn_implementation: str | None) -> None:
-    """Register ``torch_varlen`` with transformers before a model that names it is loaded."""
+    """Register ``torch_varlen`` with transformers before a model that names it is loaded; a note
+    when this torch has no varlen kernel, as every call then runs sdpa (correct, and slower on
+    packed batches, where sdpa is handed a mask over the whole pack)."""
     if attn_implementation != NAME:
         return
+    if varlen_kernel() is None:
+        print(f"note: attn_implementation {NAME} needs torch.nn.attention.varlen (PyTorch 2.10 or later); this torch "
+              f"{torch.__version__} has none, so attention runs transformers' sdpa. Upgrade torch, or use "
+              "attn_implementation: flex_attention for packed batches.")
+    elif torch.cuda.is_available() and not kernel_runs_on(torch.cuda.current_device()):
+        print(f"note: attn_implementation {NAME} runs PyTorch's flash kernel on Ampere or newer GPUs; this "
+              f"{torch.cuda.get_device_name()} is older, so attention runs transformers' sdpa. Use "
+              "attn_implementation: flex_attention or sdpa on this card.")
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 

@@ -131,3 +131,29 @@ def test_a_recipe_naming_it_trains(tmp_path, tiny_model_dir, fiqa_jsonl_dir):
     assert trainer.model.config._attn_implementation == NAME
     trainer.train()
     assert trainer.state.global_step == 2
+
+
+def test_a_torch_without_the_kernel_is_named(monkeypatch, capsys):
+    monkeypatch.setattr(varlen, "varlen_kernel", lambda: None)
+    register_if_named(NAME)
+    out = capsys.readouterr().out
+    assert "needs torch.nn.attention.varlen (PyTorch 2.10 or later)" in out and "flex_attention" in out
+    register_if_named("sdpa")
+    assert capsys.readouterr().out == ""
+
+
+def test_a_gpu_older_than_ampere_is_named_and_gets_sdpa(monkeypatch, capsys):
+    monkeypatch.setattr(varlen, "varlen_kernel", lambda: window_size_kernel([]))
+    monkeypatch.setattr(varlen, "kernel_runs_on", lambda index: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    register_if_named(NAME)
+    assert "this Tesla T4 is older, so attention runs transformers' sdpa" in capsys.readouterr().out
+    from types import SimpleNamespace
+
+    kwargs = {"cu_seq_lens_q": torch.tensor([0, 3]), "cu_seq_lens_k": torch.tensor([0, 3])}
+    on_gpu = SimpleNamespace(device=torch.device("cuda", 0), shape=(1, 4, 3, 8))  # what the check reads
+    assert not varlen.takes_the_kernel(object(), on_gpu, on_gpu, 0.0, kwargs)
+    monkeypatch.setattr(varlen, "kernel_runs_on", lambda index: True)
+    assert varlen.takes_the_kernel(object(), on_gpu, on_gpu, 0.0, kwargs)  # the same call on a newer GPU
