@@ -10,33 +10,23 @@ alpha=scaling)`` adds the scaled product in the matrix multiply's epilogue, and 
 the rank-r gradient on the way back. Same arithmetic, fewer memory passes.
 
 It applies to the plain case only, checked on every call: one active adapter, no dropout, no DoRA
-or other variant, no LoRA bias, not merged, no per-call adapter names, adapter weights in the
-input's dtype. Anything else (adapters disabled to compare with the base, float32 adapters under
-FSDP, a mixed-adapter batch) runs PEFT's own forward, so turning this on never changes what is
-computed, only how.
+or other variant, no LoRA bias, not merged, no per-call arguments (adapter names), adapter weights
+in the input's dtype. Anything else (adapters disabled to compare with the base, float32 adapters
+on a bf16 model, a mixed-adapter batch) runs PEFT's own forward. The sums are the same; in bf16
+they are rounded once instead of after each step, so results agree to rounding, not bit for bit.
+
+The layers change class (``FusedLinear`` / ``FusedLinear4bit``, subclasses of PEFT's), rather
+than carrying a replaced ``forward``: a copied, pickled or saved model keeps working, and each
+copy runs its own weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
-
-
-def fusable_layer_types() -> tuple[type, ...]:
-    """PEFT's LoRA wrappers of a plain linear layer and of a bitsandbytes 4-bit one."""
-    from peft.tuners.lora import Linear
-
-    types: list[type] = [Linear]
-    try:
-        from peft.tuners.lora.bnb import Linear4bit
-    except ImportError:  # bitsandbytes not installed: no 4-bit layers to meet
-        pass
-    else:
-        types.append(Linear4bit)
-    return tuple(types)
+from peft.tuners.lora import Linear
 
 
 def plain_adapter(layer, x: torch.Tensor) -> str | None:
@@ -54,30 +44,49 @@ def plain_adapter(layer, x: torch.Tensor) -> str | None:
     return adapter
 
 
-def fused_forward(layer, peft_forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        adapter = None if (args or kwargs) else plain_adapter(layer, x)
+class FusedForward:
+    """Mixed in before a PEFT LoRA layer class: the fused forward, PEFT's (``super()``) otherwise."""
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        adapter = None if (args or kwargs) else plain_adapter(self, x)
         if adapter is None:
-            return peft_forward(x, *args, **kwargs)
-        result = layer.base_layer(x)
-        if result.dtype != x.dtype:  # a base layer that returns another dtype: PEFT casts, so let it
-            return peft_forward(x)
-        hidden = layer.lora_A[adapter](x)
+            return super().forward(x, *args, **kwargs)
+        result = self.base_layer(x)
+        if result.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+            # A base layer that returns another dtype outside autocast (none of transformers' or
+            # bitsandbytes' do): PEFT's forward casts, so let it, at the price of a second base pass.
+            return super().forward(x)
+        hidden = self.lora_A[adapter](x)  # under autocast, addmm casts all three operands alike
         out_features = result.shape[-1]
         fused = torch.addmm(result.reshape(-1, out_features), hidden.reshape(-1, hidden.shape[-1]),
-                            layer.lora_B[adapter].weight.t(), alpha=layer.scaling[adapter])
+                            self.lora_B[adapter].weight.t(), alpha=self.scaling[adapter])
         return fused.view(result.shape)
 
-    forward.fused_lora = True  # marks an installed forward, so installing twice is a no-op
-    return forward
+
+class FusedLinear(FusedForward, Linear):
+    """PEFT's ``lora.Linear`` with the fused forward."""
+
+
+FUSED_CLASSES: dict[type, type] = {Linear: FusedLinear}
+
+try:
+    from peft.tuners.lora.bnb import Linear4bit
+except ImportError:  # bitsandbytes not installed: no 4-bit layers to meet
+    pass
+else:
+    class FusedLinear4bit(FusedForward, Linear4bit):
+        """PEFT's ``lora.Linear4bit`` (a bitsandbytes 4-bit base) with the fused forward."""
+
+    FUSED_CLASSES[Linear4bit] = FusedLinear4bit
 
 
 def fuse_lora_forward(model: nn.Module) -> int:
-    """Give every LoRA-wrapped linear layer of ``model`` the fused forward; returns how many."""
-    layer_types = fusable_layer_types()
-    installed = 0
+    """Give every LoRA-wrapped plain or 4-bit linear layer of ``model`` the fused forward; returns
+    how many layers changed (0 when they already have it)."""
+    changed = 0
     for module in model.modules():
-        if isinstance(module, layer_types) and not getattr(module.forward, "fused_lora", False):
-            module.forward = fused_forward(module, module.forward)
-            installed += 1
-    return installed
+        fused_class = FUSED_CLASSES.get(type(module))
+        if fused_class is not None:
+            module.__class__ = fused_class
+            changed += 1
+    return changed

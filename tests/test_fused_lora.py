@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from recipes.fused_lora import fuse_lora_forward
+from recipes.fused_lora import FusedForward, fuse_lora_forward
 
 
 def tiny_lora_model(dropout: float = 0.0, **lora_kwargs):
@@ -83,6 +83,45 @@ def test_every_other_case_runs_pefts_forward(monkeypatch, case):
     assert calls == []
 
 
+def test_a_copied_or_pickled_model_runs_its_own_weights():
+    import pickle
+
+    model = tiny_lora_model()
+    fuse_lora_forward(model)
+    input_ids = torch.randint(0, 64, (1, 7))
+    copy_ = copy.deepcopy(model)
+    for name, param in copy_.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.zeros_(param)  # the copy's adapters now add nothing
+    with torch.no_grad():
+        with model.disable_adapter():
+            base = model(input_ids=input_ids).logits
+        tuned = model(input_ids=input_ids).logits
+        assert torch.allclose(copy_(input_ids=input_ids).logits, base, atol=1e-6)
+        assert not torch.allclose(tuned, base, atol=1e-3)
+        restored = pickle.loads(pickle.dumps(model))
+        assert torch.equal(restored(input_ids=input_ids).logits, tuned)
+    assert sum(isinstance(m, FusedForward) for m in restored.modules()) == 14
+
+
+def test_under_autocast_a_float32_model_takes_the_fused_path_once(monkeypatch):
+    """bf16 autocast over float32 weights: the base layer's output is bf16, the input float32; the
+    fused forward lets addmm cast as PEFT's forward lets its matmuls cast, and runs the base once."""
+    peft_model = tiny_lora_model()
+    fused_model = copy.deepcopy(peft_model)
+    fuse_lora_forward(fused_model)
+    base_calls = []
+    for module in fused_model.modules():
+        if isinstance(module, FusedForward):
+            module.base_layer.register_forward_hook(lambda *a: base_calls.append(1))
+    input_ids = torch.randint(0, 64, (1, 9))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = fused_model(input_ids=input_ids).logits.float()
+        reference = peft_model(input_ids=input_ids).logits.float()
+    assert len(base_calls) == 14  # once per adapted layer
+    assert torch.allclose(fused, reference, atol=0.1, rtol=0.05)  # bf16: the same sums, rounded differently
+
+
 def test_installing_twice_is_a_no_op_and_a_model_without_lora_gets_none():
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -103,7 +142,7 @@ def test_the_recipe_key_installs_it_on_the_trainers_model(tmp_path, tiny_model_d
     trainer, _ = build_trainer(make_recipe(tmp_path / "fused", tiny_model_dir, fiqa_jsonl_dir,
                                            "--fused_lora_forward", "true", "--max_steps", "2"))
     layers = [m for m in trainer.model.modules() if isinstance(m, LoraLayer)]
-    assert layers and all(getattr(m.forward, "fused_lora", False) for m in layers)
+    assert layers and all(isinstance(m, FusedForward) for m in layers)
     trainer.train()
     assert trainer.state.global_step == 2
 
