@@ -3,11 +3,12 @@
 Packed, padding-free batches need attention that stays inside each document. transformers does
 that with ``flash_attention_2`` (the flash-attn package, built for one CUDA and torch pair, or a
 kernel fetched from the Hub) or with ``flex_attention`` (a block mask over 128-token tiles: FiQA
-documents of ~280 tokens leave most tiles half used, and the mask is rebuilt every step).
+documents of ~280 tokens leave most tiles half used, and the block mask is rebuilt every step).
 PyTorch ships the flash kernel itself as ``torch.nn.attention.varlen.varlen_attn``, which takes
 the same cumulative document lengths (``cu_seq_lens_q`` / ``cu_seq_lens_k``) TRL's padding-free
 collator already puts in every batch. This module registers it under transformers' attention
-interface; nothing is installed.
+interface; nothing is installed. transformers still builds its sdpa mask for each forward (the
+fallback below needs it); the kernel does not read it.
 
 Only packed training and evaluation batches (one row with document boundaries) on an Ampere or
 newer CUDA GPU take the kernel. Every other call (padded batches, generation with a KV cache, a CPU run) goes to
@@ -23,6 +24,7 @@ import torch
 
 NAME = "torch_varlen"
 KERNEL_DEVICES = frozenset({"cuda"})  # where PyTorch builds the flash kernel
+KERNEL_DTYPES = frozenset({torch.float16, torch.bfloat16})  # what it computes in
 
 
 @cache
@@ -59,6 +61,8 @@ def takes_the_kernel(module, query: torch.Tensor, key: torch.Tensor, dropout: fl
         varlen_kernel() is not None
         and query.device.type in KERNEL_DEVICES
         and (query.device.type != "cuda" or kernel_runs_on(query.device.index or 0))
+        and query.dtype in KERNEL_DTYPES
+        and query.shape[-1] <= 256                           # and head sizes
         and query.shape[0] == 1                              # one packed row
         and query.shape[2] == key.shape[2]                   # no KV cache: queries and keys are the same tokens
         and kwargs.get("cu_seq_lens_q") is not None and kwargs.get("cu_seq_lens_k") is not None
@@ -78,7 +82,8 @@ def varlen_attention_forward(module, query: torch.Tensor, key: torch.Tensor, val
                                       **kwargs)
     kernel = varlen_kernel()
     q, k, v = (tensor.transpose(1, 2).squeeze(0) for tensor in (query, key, value))  # (tokens, heads, dim)
-    extra = causal_kwargs(kernel, getattr(module, "is_causal", True))
+    is_causal = kwargs.get("is_causal")  # as transformers' sdpa reads it: the call's, else the module's
+    extra = causal_kwargs(kernel, getattr(module, "is_causal", True) if is_causal is None else bool(is_causal))
     if k.shape[1] != q.shape[1]:  # grouped-query attention
         if "enable_gqa" in kernel_parameters(kernel):
             extra["enable_gqa"] = True

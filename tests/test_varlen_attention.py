@@ -81,6 +81,7 @@ def test_the_kernel_path_gives_what_sdpa_gives_on_packed_documents(model_dir, mo
     calls: list[dict] = []
     monkeypatch.setattr(varlen, "varlen_kernel", lambda: make_kernel(calls))
     monkeypatch.setattr(varlen, "KERNEL_DEVICES", frozenset({"cuda", "cpu"}))
+    monkeypatch.setattr(varlen, "KERNEL_DTYPES", frozenset({torch.float32}))  # the stand-in computes in any
     batch = packed_batch()
     with torch.no_grad():
         through_kernel = load(model_dir, NAME)(**batch).logits
@@ -104,6 +105,7 @@ def test_without_document_boundaries_or_on_the_cpu_it_is_sdpa(model_dir, monkeyp
     with torch.no_grad():
         assert torch.equal(varlen_model(**batch).logits, sdpa_model(**batch).logits)  # CPU: not a kernel device
         monkeypatch.setattr(varlen, "KERNEL_DEVICES", frozenset({"cuda", "cpu"}))
+        monkeypatch.setattr(varlen, "KERNEL_DTYPES", frozenset({torch.float32}))
         padded = dict(input_ids=torch.randint(0, 100, (2, 6)), attention_mask=torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]]))
         assert torch.equal(varlen_model(**padded).logits, sdpa_model(**padded).logits)  # two rows, no boundaries
         prompt = batch["input_ids"][:, :4]  # generation: a KV cache and no document boundaries
@@ -153,7 +155,25 @@ def test_a_gpu_older_than_ampere_is_named_and_gets_sdpa(monkeypatch, capsys):
     from types import SimpleNamespace
 
     kwargs = {"cu_seq_lens_q": torch.tensor([0, 3]), "cu_seq_lens_k": torch.tensor([0, 3])}
-    on_gpu = SimpleNamespace(device=torch.device("cuda", 0), shape=(1, 4, 3, 8))  # what the check reads
+    on_gpu = SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.bfloat16, shape=(1, 4, 3, 8))  # what the check reads
     assert not varlen.takes_the_kernel(object(), on_gpu, on_gpu, 0.0, kwargs)
     monkeypatch.setattr(varlen, "kernel_runs_on", lambda index: True)
     assert varlen.takes_the_kernel(object(), on_gpu, on_gpu, 0.0, kwargs)  # the same call on a newer GPU
+
+
+def test_the_kernel_takes_only_flash_dtypes_and_the_calls_causality(monkeypatch):
+    from types import SimpleNamespace
+
+    calls: list[dict] = []
+    monkeypatch.setattr(varlen, "varlen_kernel", lambda: window_size_kernel(calls))
+    monkeypatch.setattr(varlen, "KERNEL_DEVICES", frozenset({"cpu"}))
+    cu = torch.tensor([0, 2, 5], dtype=torch.int32)
+    kwargs = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": 3, "max_length_k": 3}
+    module = SimpleNamespace(is_causal=True)
+    query = torch.randn(1, 2, 5, 8)
+    assert not varlen.takes_the_kernel(module, query, query, 0.0, kwargs)  # float32: not a flash dtype
+    half = query.to(torch.bfloat16)
+    assert varlen.takes_the_kernel(module, half, half, 0.0, kwargs)
+    varlen.varlen_attention_forward(module, half, half, half, None, **kwargs, is_causal=False)
+    varlen.varlen_attention_forward(module, half, half, half, None, **kwargs)
+    assert [c["window_size"] for c in calls] == [(-1, -1), (-1, 0)]  # the call's flag wins, else the module's
