@@ -88,6 +88,24 @@ class ThroughputCallback(TrainerCallback):
         self.train_seconds, self.steps = 0.0, 0
 
 
+class RestartClockAfterPauses(TrainerCallback):
+    """The throughput callback runs early at each log, so the callbacks after it (metrics files,
+    charts, the progress bar) would fall into the next step's time. This one is added after all
+    of them and restarts the clock once they are done."""
+
+    def __init__(self, timer: ThroughputCallback) -> None:
+        self.timer = timer
+
+    def on_log(self, args, state, control, **kwargs):
+        self.timer._restart_clock()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.timer._restart_clock()
+
+    def on_save(self, args, state, control, **kwargs):
+        self.timer._restart_clock()
+
+
 class Throughput(RecipePlugin):
     """Adds throughput and memory figures to every training log."""
 
@@ -104,4 +122,8 @@ class Throughput(RecipePlugin):
             )
 
     def callbacks(self, recipe) -> list[TrainerCallback]:
-        return [ThroughputCallback()]
+        self.timer = ThroughputCallback()
+        return [self.timer]
+
+    def on_trainer_ready(self, trainer, recipe) -> None:
+        trainer.add_callback(RestartClockAfterPauses(self.timer))  # last in line, after every pause's work

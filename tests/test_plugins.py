@@ -235,6 +235,35 @@ def test_throughput_times_each_step_from_the_previous_step_end_and_leaves_pauses
     assert next(ticks, None) is None  # every hook read the clock exactly once
 
 
+def test_the_clock_restarts_after_every_callback_of_a_pause(monkeypatch):
+    """Work that other callbacks do at a log (writing metrics files, drawing charts) is a pause
+    too: the plugin's last callback restarts the clock after it."""
+    from types import SimpleNamespace
+
+    import plugins.throughput as throughput
+
+    ticks = iter([0.0, 1.0, 1.1, 5.0, 6.0, 6.1])
+    monkeypatch.setattr(throughput, "_cuda", lambda: None)
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(ticks))
+    plugin = throughput.Throughput()
+    callbacks = plugin.callbacks(recipe=None)
+    trainer = SimpleNamespace(callbacks=list(callbacks), add_callback=lambda cb: trainer.callbacks.append(cb))
+    plugin.on_trainer_ready(trainer, recipe=None)
+    assert isinstance(trainer.callbacks[-1], throughput.RestartClockAfterPauses)
+    timer = callbacks[0]
+    state = SimpleNamespace(num_input_tokens_seen=0, global_step=0, log_history=[])
+    timer.on_train_begin(None, state, None)           # 0.0
+    state.num_input_tokens_seen, state.global_step = 100, 1
+    timer.on_step_end(None, state, None)              # 1.0: step 1 took 1 s
+    timer.on_log(None, state, None, logs={"loss": 1.0})  # 1.1
+    trainer.callbacks[-1].on_log(None, state, None)   # 5.0: after the other callbacks' 3.9 s of writing
+    state.num_input_tokens_seen, state.global_step = 300, 2
+    timer.on_step_end(None, state, None)              # 6.0: step 2 took 1 s, not 4.9
+    second = {"loss": 0.9}
+    timer.on_log(None, state, None, logs=second)      # 6.1
+    assert second["step_time_seconds"] == 1.0 and second["tokens_per_second"] == 200.0
+
+
 def test_replot_cli_compares_two_runs(resumed_run, tmp_path):
     # The second run is known only by its trainer_state.json, as any HF Trainer run would be.
     other = tmp_path / "other-run"
