@@ -10,9 +10,10 @@ collator already puts in every batch. This module registers it under transformer
 interface; nothing is installed. transformers still builds its sdpa mask for each forward (the
 fallback below needs it); the kernel does not read it.
 
-Only packed training and evaluation batches (one row with document boundaries) on an Ampere or
-newer CUDA GPU take the kernel. Every other call (padded batches, generation with a KV cache, a CPU run) goes to
-transformers' own ``sdpa`` attention, whose masks are what transformers builds for this name.
+Only packed training and evaluation batches (one row with document boundaries) in fp16 or bf16
+on an Ampere or newer CUDA GPU take the kernel. Every other call (padded batches, generation with
+a KV cache, a CPU run) goes to transformers' own ``sdpa`` attention, whose masks are what
+transformers builds for this name.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def varlen_attention_forward(module, query: torch.Tensor, key: torch.Tensor, val
             repeat = q.shape[1] // k.shape[1]
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
     output = kernel(q, k, v, kwargs["cu_seq_lens_q"], kwargs["cu_seq_lens_k"],
-                             int(kwargs["max_length_q"]), int(kwargs["max_length_k"]), scale=scaling, **extra)
+                    int(kwargs["max_length_q"]), int(kwargs["max_length_k"]), scale=scaling, **extra)
     return output.unsqueeze(0), None
 
 
