@@ -89,24 +89,30 @@ def build_assets(work: Path, shape_name: str, data_dir: Path) -> Path:
 
 
 def steady_state(log_history: list[dict], warmup: int) -> dict:
-    """Non-padding tokens per second over the steps after the warm-up, from per-step logs."""
-    rows = [h for h in log_history if "step_time_seconds" in h and "num_input_tokens_seen" in h]
-    previous, tokens, seconds = 0, 0, 0.0
+    """Non-padding tokens per second over the steps after the warm-up, from the training logs.
+
+    A log covers the steps since the one before (``step_time_seconds`` is their mean); tokens are
+    the trainer's count where it kept one, else TRL's ``num_tokens``. Logs that cover warm-up
+    steps are left out whole."""
+    rows = [h for h in log_history if "step_time_seconds" in h and ("num_input_tokens_seen" in h or "num_tokens" in h)]
+    previous_tokens, previous_step, tokens, seconds = 0, 0, 0, 0.0
     for row in rows:
-        step_tokens = row["num_input_tokens_seen"] - previous
-        previous = row["num_input_tokens_seen"]
-        if row["step"] > warmup:
+        seen = row.get("num_input_tokens_seen", row.get("num_tokens"))
+        step_tokens, steps = seen - previous_tokens, row["step"] - previous_step
+        if previous_step >= warmup:
             tokens += step_tokens
-            seconds += row["step_time_seconds"]
-    return {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 1) if seconds else None}
+            seconds += row["step_time_seconds"] * steps
+        previous_tokens, previous_step = seen, row["step"]
+    return {"tokens": round(tokens), "seconds": round(seconds, 3),
+            "tokens_per_second": round(tokens / seconds, 1) if seconds else None}
 
 
-def measured_run_overrides(model_dir, data_dir, output_dir, max_steps: int) -> list[str]:
+def measured_run_overrides(model_dir, data_dir, output_dir, max_steps: int, log_every: int = 1) -> list[str]:
     """Recipe overrides for a measured run: the given model and data, a fresh output dir, a log
-    every step, no evaluation, checkpoints or resuming, and the metrics plugins."""
+    every ``log_every`` steps, no evaluation, checkpoints or resuming, and the metrics plugins."""
     return ["--model_name_or_path", str(model_dir), "--data_dir", str(data_dir),
             "--output_dir", str(output_dir), "--overwrite_output_dir", "true",
-            "--max_steps", str(max_steps), "--logging_steps", "1",
+            "--max_steps", str(max_steps), "--logging_steps", str(log_every),
             "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
             "--resume_from_checkpoint", "", "--report_to", "none",
             "--plugins", "plugins.throughput.Throughput", "plugins.loss_curves.LossCurves"]
@@ -118,7 +124,7 @@ def run_recipe_variant(spec: dict) -> dict:
 
     argv = [spec["recipe"], *shlex.split(spec.get("overrides", "")),
             *measured_run_overrides(spec["model_dir"], spec["data_dir"], spec["output_dir"],
-                                    spec["warmup"] + spec["steps"])]
+                                    spec["warmup"] + spec["steps"], spec.get("log_every", 1))]
     recipe = parse_recipe(argv)
     trainer, _ = build_trainer(recipe)
     trainer.train()
@@ -141,8 +147,8 @@ def run_trl_baseline(spec: dict) -> dict:
         init["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                          bnb_4bit_compute_dtype=torch.bfloat16)
     config = SFTConfig(output_dir=spec["output_dir"], per_device_train_batch_size=4,
-                       max_steps=spec["warmup"] + spec["steps"], logging_steps=1, save_strategy="no",
-                       report_to="none", bf16=gpu, use_cpu=not gpu, model_init_kwargs=init,
+                       max_steps=spec["warmup"] + spec["steps"], logging_steps=spec.get("log_every", 1),
+                       save_strategy="no", report_to="none", bf16=gpu, use_cpu=not gpu, model_init_kwargs=init,
                        include_num_input_tokens_seen="non_padding", dataloader_pin_memory=gpu)
     dataset = load_dataset("json", data_files=str(Path(spec["data_dir"]) / "train.jsonl"), split="train")
     trainer = SFTTrainer(
@@ -250,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="nemotron")
     parser.add_argument("--steps", type=int, default=10, help="measured steps after the warm-up")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--log_every", type=int, default=1,
+                        help="log every N steps (recipe variants; --steps and --warmup multiples of N). Each log reads "
+                             "the loss from the GPU, a wait the recipes pay every logging_steps (10) only; 1 keeps a "
+                             "loss for every step")
     parser.add_argument("--work_dir", type=Path, default=None, help="where the random model is written (reused)")
     parser.add_argument("--out", type=Path, default=Path("throughput.json"))
     parser.add_argument("--unsloth_site", type=Path, default=None,
@@ -262,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         print(RESULT_PREFIX + json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0
 
+    if args.log_every < 1 or args.steps % args.log_every or args.warmup % args.log_every:
+        parser.error(f"--steps ({args.steps}) and --warmup ({args.warmup}) must be multiples of --log_every "
+                     f"({args.log_every}), so that each measured log covers measured steps only")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="throughput-"))
     started = time.perf_counter()
     model_dir = build_assets(work, args.shape, args.data_dir)
@@ -270,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     for text in args.variant or ["trl-baseline"]:
         spec = {**parse_variant(text), "model_dir": str(model_dir), "data_dir": str(args.data_dir),
                 "output_dir": str(work / "runs" / text.split("=")[0]), "steps": args.steps, "warmup": args.warmup,
-                "shape": args.shape}
+                "shape": args.shape, "log_every": args.log_every}
         result, done = run_worker([sys.executable, "-m", "bench.throughput", "--data_dir", str(args.data_dir),
                                    "--worker", json.dumps(spec)], spec, env=worker_env(spec, args.unsloth_site))
         results.append(result)
@@ -280,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
         print(f"{spec['name']}: {json.dumps({k: v for k, v in results[-1].items() if k != 'settings'})}", flush=True)
         report = {"date": date.today().isoformat(), "shape": args.shape, "steps": args.steps, "warmup": args.warmup,
+                  "log_every": args.log_every,
                   "flops_per_token": flops_per_token(SHAPES[args.shape]), "peak_flops_assumed": PEAK_BF16_FLOPS,
                   "results": results}
         args.out.parent.mkdir(parents=True, exist_ok=True)

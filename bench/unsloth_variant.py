@@ -212,7 +212,7 @@ def run_unsloth_variant(spec: dict) -> dict:
         warmup_steps=settings["warmup_steps"],
         seed=settings["seed"],
         bf16=gpu,
-        logging_steps=1,
+        logging_steps=spec.get("log_every", 1),
         save_strategy="no",
         report_to="none",
         include_num_input_tokens_seen="non_padding",   # what ThroughputCallback divides by the step time

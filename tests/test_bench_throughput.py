@@ -182,3 +182,27 @@ def test_fast_path_report_flags_a_path_whose_loss_drifts(tmp_path):
     assert rows["close"]["within_tolerance"] and rows["close"]["steps_compared"] == 25
     assert not rows["drifting"]["within_tolerance"] and rows["drifting"]["max_relative_difference"] == pytest.approx(0.05)
     assert (tmp_path / "fp.png").stat().st_size > 0
+
+
+def test_steady_state_reads_logs_that_cover_several_steps_and_trls_token_count():
+    from bench.throughput import steady_state
+
+    # A log every 2 steps, the trainer not counting tokens: TRL's num_tokens, cumulative.
+    history = [{"step": 2, "num_tokens": 200.0, "step_time_seconds": 0.5, "loss": 1.0},
+               {"step": 4, "num_tokens": 600.0, "step_time_seconds": 1.0, "loss": 0.9},
+               {"step": 6, "num_tokens": 1000.0, "step_time_seconds": 0.25, "loss": 0.8},
+               {"step": 6, "train_runtime": 9.0}]
+    # Warm-up 2: the first log (steps 1-2) is left out; steps 3-6 took 2 x 1.0 + 2 x 0.25 s for 800 tokens.
+    assert steady_state(history, warmup=2) == {"tokens": 800, "seconds": 2.5, "tokens_per_second": 320.0}
+    # The trainer's own count wins where it kept one.
+    counted = [{**row, "num_input_tokens_seen": 2 * row["num_tokens"]} for row in history[:3]]
+    assert steady_state(counted, warmup=2)["tokens"] == 1600
+
+
+def test_log_every_must_divide_the_warm_up_and_the_measured_steps(tmp_path, capsys):
+    import bench.throughput as throughput
+
+    with pytest.raises(SystemExit) as exit_info:
+        throughput.main(["--data_dir", str(tmp_path), "--steps", "10", "--warmup", "4", "--log_every", "5"])
+    assert exit_info.value.code == 2
+    assert "must be multiples of --log_every (5)" in capsys.readouterr().err

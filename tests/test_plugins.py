@@ -108,13 +108,31 @@ def test_plugin_keys_are_validated_and_overridable(tmp_path):
         parse_recipe([SMOKE, "--plugins", "plugins.throughput.Throughput", "--loss_curves_smoothing", "0.5"])
 
 
-def test_throughput_plugin_needs_the_recipe_to_count_tokens_and_changes_no_setting():
+def test_throughput_plugin_changes_no_setting():
     recipe = parse_recipe([SMOKE])
     assert recipe.training.include_num_input_tokens_seen == "non_padding"  # as the recipe says
     assert recipe.resolved["include_num_input_tokens_seen"] == "non_padding"
     assert parse_recipe([SMOKE, "--include_num_input_tokens_seen", "all"]).training.include_num_input_tokens_seen == "all"
-    with pytest.raises(RecipeError, match="add `include_num_input_tokens_seen: non_padding` to the recipe"):
-        parse_recipe([SMOKE, "--include_num_input_tokens_seen", "no"])
+    assert parse_recipe([SMOKE, "--include_num_input_tokens_seen", "no"]).training.include_num_input_tokens_seen == "no"
+
+
+def test_without_the_trainers_token_count_the_plugin_divides_trls_own(tmp_path):
+    """The trainer's count costs a host sync every step; TRL counts the same tokens anyway and logs
+    them as num_tokens, so a recipe may turn the trainer's off and keep tokens per second."""
+    from tests.conftest import train_smoke_in
+
+    run = train_smoke_in(tmp_path, "--include_num_input_tokens_seen", "no", "--max_steps", "6",
+                         "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false")
+    logs = [h for h in json.loads((run / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert [h["step"] for h in logs] == [2, 4, 6]
+    assert all("num_input_tokens_seen" not in h for h in logs)  # the trainer did not count
+    previous = 0
+    for h in logs:
+        tokens = h["num_tokens"] - previous
+        previous = h["num_tokens"]
+        assert tokens > 0
+        rounding = 0.00005 / h["step_time_seconds"]  # step_time_seconds is logged to 4 decimals
+        assert h["tokens_per_second"] == pytest.approx(tokens / (2 * h["step_time_seconds"]), rel=rounding)
 
 
 # --- a run killed with SIGKILL, then resumed --------------------------------------------------
@@ -214,21 +232,22 @@ def test_throughput_times_each_step_from_the_previous_step_end_and_leaves_pauses
     monkeypatch.setattr(throughput, "_cuda", lambda: None)
     monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(ticks))
     callback = throughput.ThroughputCallback()
+    args = SimpleNamespace(include_num_input_tokens_seen="non_padding")  # the trainer counts
     state = SimpleNamespace(num_input_tokens_seen=0, global_step=0, log_history=[])
-    callback.on_train_begin(None, state, None)
+    callback.on_train_begin(args, state, None)
     for tokens in (100, 200):
         state.num_input_tokens_seen += tokens
         state.global_step += 1
-        callback.on_step_end(None, state, None)
+        callback.on_step_end(args, state, None)
     first = {"loss": 1.0}
-    callback.on_log(None, state, None, logs=first)
-    callback.on_evaluate(None, state, None)
-    callback.on_save(None, state, None)
+    callback.on_log(args, state, None, logs=first)
+    callback.on_evaluate(args, state, None)
+    callback.on_save(args, state, None)
     state.num_input_tokens_seen += 300
     state.global_step += 1
-    callback.on_step_end(None, state, None)
+    callback.on_step_end(args, state, None)
     second = {"loss": 0.9}
-    callback.on_log(None, state, None, logs=second)
+    callback.on_log(args, state, None, logs=second)
 
     assert first["step_time_seconds"] == 1.5 and first["tokens_per_second"] == 100.0
     assert second["step_time_seconds"] == 1.5 and second["tokens_per_second"] == 200.0
@@ -251,16 +270,17 @@ def test_the_clock_restarts_after_every_callback_of_a_pause(monkeypatch):
     plugin.on_trainer_ready(trainer, recipe=None)
     assert isinstance(trainer.callbacks[-1], throughput.RestartClockAfterPauses)
     timer = callbacks[0]
+    args = SimpleNamespace(include_num_input_tokens_seen="non_padding")  # the trainer counts
     state = SimpleNamespace(num_input_tokens_seen=0, global_step=0, log_history=[])
-    timer.on_train_begin(None, state, None)           # 0.0
+    timer.on_train_begin(args, state, None)           # 0.0
     state.num_input_tokens_seen, state.global_step = 100, 1
-    timer.on_step_end(None, state, None)              # 1.0: step 1 took 1 s
-    timer.on_log(None, state, None, logs={"loss": 1.0})  # 1.1
-    trainer.callbacks[-1].on_log(None, state, None)   # 5.0: after the other callbacks' 3.9 s of writing
+    timer.on_step_end(args, state, None)              # 1.0: step 1 took 1 s
+    timer.on_log(args, state, None, logs={"loss": 1.0})  # 1.1
+    trainer.callbacks[-1].on_log(args, state, None)   # 5.0: after the other callbacks' 3.9 s of writing
     state.num_input_tokens_seen, state.global_step = 300, 2
-    timer.on_step_end(None, state, None)              # 6.0: step 2 took 1 s, not 4.9
+    timer.on_step_end(args, state, None)              # 6.0: step 2 took 1 s, not 4.9
     second = {"loss": 0.9}
-    timer.on_log(None, state, None, logs=second)      # 6.1
+    timer.on_log(args, state, None, logs=second)      # 6.1
     assert second["step_time_seconds"] == 1.0 and second["tokens_per_second"] == 200.0
 
 
@@ -371,3 +391,59 @@ def test_a_resumed_run_rebuilds_damaged_metrics_rows_from_the_checkpoint(tmp_pat
     log.start(resumed_step=2, log_history=history)
     assert "line 1: not a metrics row" in capsys.readouterr().out
     assert [r["step"] for r in read_jsonl_rows(tmp_path / "metrics.jsonl")] == [1, 2]
+
+
+def test_on_a_gpu_steps_are_timed_by_cuda_events_read_only_at_a_log(monkeypatch):
+    """A torch.cuda.synchronize() at every step end would hold the CPU until the GPU is done, so it
+    could not queue the next step meanwhile. Events stamped on the GPU's stream are read at a log."""
+    from types import SimpleNamespace
+
+    import plugins.throughput as throughput
+
+    gpu_times = iter([0.0, 1.0, 3.0, 3.2, 10.0, 10.5, 12.0, 12.1])  # seconds, as in the CPU test above
+    waits = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing):
+            assert enable_timing
+            self.stamp = None
+
+        def record(self):
+            self.stamp = next(gpu_times)
+
+        def synchronize(self):
+            waits.append(self.stamp)
+
+        def elapsed_time(self, end):
+            return (end.stamp - self.stamp) * 1000.0  # milliseconds, as torch.cuda.Event reports
+
+    def no_device_wide_sync():
+        raise AssertionError("torch.cuda.synchronize() called")
+
+    fake_cuda = SimpleNamespace(Event=FakeEvent, synchronize=no_device_wide_sync,
+                                max_memory_allocated=lambda: 2**30, max_memory_reserved=lambda: 2**31)
+    monkeypatch.setattr(throughput, "_cuda", lambda: fake_cuda)
+    args = SimpleNamespace(include_num_input_tokens_seen="non_padding")
+    callback = throughput.ThroughputCallback()
+    state = SimpleNamespace(num_input_tokens_seen=0, global_step=0, log_history=[])
+    callback.on_train_begin(args, state, None)
+    for tokens in (100, 200):
+        state.num_input_tokens_seen += tokens
+        state.global_step += 1
+        callback.on_step_end(args, state, None)
+    assert waits == []  # nothing waited on the GPU during the steps
+    first = {"loss": 1.0}
+    callback.on_log(args, state, None, logs=first)
+    assert waits == [3.0]  # one wait, at the log, for the last step's end
+    callback.on_evaluate(args, state, None)
+    callback.on_save(args, state, None)
+    state.num_input_tokens_seen += 300
+    state.global_step += 1
+    callback.on_step_end(args, state, None)
+    second = {"loss": 0.9}
+    callback.on_log(args, state, None, logs=second)
+
+    assert first["step_time_seconds"] == 1.5 and first["tokens_per_second"] == 100.0
+    assert second["step_time_seconds"] == 1.5 and second["tokens_per_second"] == 200.0
+    assert first["peak_memory_gib"] == 1.0 and first["peak_reserved_gib"] == 2.0
+    assert next(gpu_times, None) is None
