@@ -187,6 +187,8 @@ def test_qlora_recipe_settings():
     assert args.metric_for_best_model == "eval_loss" and args.save_total_limit
     assert args.completion_only_loss is True
     assert args.pad_token == "<|finetune_right_pad_id|>" and args.eos_token == "<|eot_id|>"
+    # No trainer token count (a host sync every step); the throughput plugin divides TRL's num_tokens.
+    assert args.include_num_input_tokens_seen == "no" and "plugins.throughput.Throughput" in recipe.resolved["plugins"]
 
 
 def test_lora_recipe_differs_only_where_it_should():
