@@ -163,7 +163,7 @@ def worker(spec: dict) -> dict:
     seen = {h["step"]: h.get("num_input_tokens_seen", h.get("num_tokens")) for h in trainer.state.log_history
             if "loss" in h and ("num_input_tokens_seen" in h or "num_tokens" in h)}  # per-step logs, not the summary
     step = spec["profile_step"]
-    step_tokens = seen[step] - seen.get(step - 1, 0) if step in seen else None
+    step_tokens = int(seen[step] - seen.get(step - 1, 0)) if step in seen else None
     return {"name": spec["name"], "profile_step": spec["profile_step"], "step_tokens": step_tokens,
             **(callback.result or {"error": "the profiled step did not run"})}
 

@@ -94,14 +94,13 @@ def steady_state(log_history: list[dict], warmup: int) -> dict:
     A log covers the steps since the one before (``step_time_seconds`` is their mean); tokens are
     the trainer's count where it kept one, else TRL's ``num_tokens``. Logs that cover warm-up
     steps are left out whole."""
-    rows = [h for h in log_history if "step_time_seconds" in h and ("num_input_tokens_seen" in h or "num_tokens" in h)]
+    rows = [h for h in log_history if "loss" in h and ("num_input_tokens_seen" in h or "num_tokens" in h)]
     previous_tokens, previous_step, tokens, seconds = 0, 0, 0, 0.0
     for row in rows:
         seen = row.get("num_input_tokens_seen", row.get("num_tokens"))
-        step_tokens, steps = seen - previous_tokens, row["step"] - previous_step
-        if previous_step >= warmup:
-            tokens += step_tokens
-            seconds += row["step_time_seconds"] * steps
+        if previous_step >= warmup and "step_time_seconds" in row:  # a log without a time: its window is left out
+            tokens += seen - previous_tokens
+            seconds += row["step_time_seconds"] * (row["step"] - previous_step)
         previous_tokens, previous_step = seen, row["step"]
     return {"tokens": round(tokens), "seconds": round(seconds, 3),
             "tokens_per_second": round(tokens / seconds, 1) if seconds else None}
@@ -149,14 +148,16 @@ def run_trl_baseline(spec: dict) -> dict:
     config = SFTConfig(output_dir=spec["output_dir"], per_device_train_batch_size=4,
                        max_steps=spec["warmup"] + spec["steps"], logging_steps=spec.get("log_every", 1),
                        save_strategy="no", report_to="none", bf16=gpu, use_cpu=not gpu, model_init_kwargs=init,
-                       include_num_input_tokens_seen="non_padding", dataloader_pin_memory=gpu)
+                       dataloader_pin_memory=gpu)  # no trainer token count, TRL's default: the timer reads TRL's
     dataset = load_dataset("json", data_files=str(Path(spec["data_dir"]) / "train.jsonl"), split="train")
+    timer = ThroughputCallback()
     trainer = SFTTrainer(
         model=spec["model_dir"], args=config, train_dataset=dataset.select_columns(["prompt", "completion"]),
         processing_class=AutoTokenizer.from_pretrained(spec["model_dir"]),
         peft_config=LoraConfig(r=8, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
-        callbacks=[ThroughputCallback()],
+        callbacks=[timer],
     )
+    timer.trainer = trainer  # where TRL keeps its running token count
     trainer.train()
     return {"log_history": trainer.state.log_history, "settings": {
         "load_in_4bit": gpu, "lora_target_modules": "all-linear", "per_device_train_batch_size": 4,
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="measured steps after the warm-up")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--log_every", type=int, default=1,
-                        help="log every N steps (recipe variants; --steps and --warmup multiples of N). Each log reads "
+                        help="log every N steps (every variant; --steps and --warmup multiples of N). Each log reads "
                              "the loss from the GPU, a wait the recipes pay every logging_steps (10) only; 1 keeps a "
                              "loss for every step")
     parser.add_argument("--work_dir", type=Path, default=None, help="where the random model is written (reused)")

@@ -44,7 +44,8 @@ class ThroughputCallback(TrainerCallback):
     The time since the last log is kept as stretches of steps between pauses, each a start and an
     end mark (CUDA events on a GPU, ``time.perf_counter()`` values on a CPU), and summed at the log."""
 
-    def __init__(self) -> None:
+    def __init__(self, trainer=None) -> None:
+        self.trainer = trainer  # set once the trainer exists: where TRL keeps its running token count
         self.stretches: list[list] = []  # [start mark, end mark or None] per run of steps without a pause
         self.steps = 0
         self.tokens_at_last_log: float | None = None
@@ -61,7 +62,7 @@ class ThroughputCallback(TrainerCallback):
 
     @staticmethod
     def _seconds_between(start, end) -> float:
-        if isinstance(start, float):
+        if not hasattr(start, "elapsed_time"):  # perf_counter() values
             return end - start
         end.synchronize()  # at a log only; the trainer reads the loss there anyway
         return start.elapsed_time(end) / 1000.0
@@ -82,8 +83,12 @@ class ThroughputCallback(TrainerCallback):
         return (logs or {}).get("num_tokens")  # TRL's own count, cumulative
 
     def on_train_begin(self, args, state, control, **kwargs):
-        # TRL's count starts at 0 with each trainer (also on resume); the trainer's is restored.
-        self.tokens_at_last_log = state.num_input_tokens_seen if _trainer_counts_tokens(args) else 0
+        # The trainer's count is restored on resume; TRL's starts at 0 with each trainer object and
+        # keeps growing if train() runs again on it (a notebook, a batch-size retry), so read it here.
+        if _trainer_counts_tokens(args):
+            self.tokens_at_last_log = state.num_input_tokens_seen
+        else:
+            self.tokens_at_last_log = getattr(self.trainer, "_total_train_tokens", 0) or 0
         self.stretches, self.steps = [], 0
         self._restart_clock()
 
@@ -110,13 +115,15 @@ class ThroughputCallback(TrainerCallback):
             return
         seconds, steps = self._train_seconds(), self.steps
         self.stretches, self.steps = [stretch for stretch in self.stretches if stretch[1] is None], 0
+        tokens_seen = self._tokens_seen(args, state, logs)
+        tokens = None if tokens_seen is None else tokens_seen - (self.tokens_at_last_log or 0)
+        if tokens_seen is not None:
+            self.tokens_at_last_log = tokens_seen  # this window's tokens never spill into the next one's
         if seconds <= 0:
             return
         measured = {"step_time_seconds": round(seconds / steps, 4)}
-        tokens_seen = self._tokens_seen(args, state, logs)
-        if tokens_seen is not None:
-            measured["tokens_per_second"] = round((tokens_seen - (self.tokens_at_last_log or 0)) / seconds, 2)
-            self.tokens_at_last_log = tokens_seen
+        if tokens is not None:
+            measured["tokens_per_second"] = round(tokens / seconds, 2)
         elif not self.warned_no_tokens:
             self.warned_no_tokens = True
             logger.warning(
@@ -161,4 +168,5 @@ class Throughput(RecipePlugin):
         return [self.timer]
 
     def on_trainer_ready(self, trainer, recipe) -> None:
+        self.timer.trainer = trainer
         trainer.add_callback(RestartClockAfterPauses(self.timer))  # last in line, after every pause's work

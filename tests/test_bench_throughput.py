@@ -206,3 +206,14 @@ def test_log_every_must_divide_the_warm_up_and_the_measured_steps(tmp_path, caps
         throughput.main(["--data_dir", str(tmp_path), "--steps", "10", "--warmup", "4", "--log_every", "5"])
     assert exit_info.value.code == 2
     assert "must be multiples of --log_every (5)" in capsys.readouterr().err
+
+
+def test_steady_state_with_a_first_step_log_and_a_log_the_timer_skipped():
+    from bench.throughput import steady_state
+
+    history = [{"step": 1, "num_tokens": 100.0, "step_time_seconds": 2.0, "loss": 1.0},  # logging_first_step
+               {"step": 5, "num_tokens": 500.0, "step_time_seconds": 1.0, "loss": 0.9},
+               {"step": 10, "num_tokens": 1000.0, "loss": 0.8},  # no time: its window (steps 6-10) is left out
+               {"step": 15, "num_tokens": 1600.0, "step_time_seconds": 0.5, "loss": 0.7}]
+    # Warm-up 5: steps 6-10 have no time, so only steps 11-15 count: 600 tokens in 5 x 0.5 s.
+    assert steady_state(history, warmup=5) == {"tokens": 600, "seconds": 2.5, "tokens_per_second": 240.0}

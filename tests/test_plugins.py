@@ -133,6 +133,13 @@ def test_without_the_trainers_token_count_the_plugin_divides_trls_own(tmp_path):
         assert tokens > 0
         rounding = 0.00005 / h["step_time_seconds"]  # step_time_seconds is logged to 4 decimals
         assert h["tokens_per_second"] == pytest.approx(tokens / (2 * h["step_time_seconds"]), rel=rounding)
+    # TRL's count is the trainer's non-padding count: the same run with the trainer counting too.
+    (tmp_path / "both").mkdir()
+    both = train_smoke_in(tmp_path / "both", "--max_steps", "6", "--eval_strategy", "no", "--save_strategy", "no",
+                          "--load_best_model_at_end", "false")
+    logs_both = [h for h in json.loads((both / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert [h["num_tokens"] for h in logs_both] == [h["num_input_tokens_seen"] for h in logs_both]
+    assert [h["num_tokens"] for h in logs_both] == [h["num_tokens"] for h in logs]  # same batches either way
 
 
 # --- a run killed with SIGKILL, then resumed --------------------------------------------------
@@ -446,4 +453,65 @@ def test_on_a_gpu_steps_are_timed_by_cuda_events_read_only_at_a_log(monkeypatch)
     assert first["step_time_seconds"] == 1.5 and first["tokens_per_second"] == 100.0
     assert second["step_time_seconds"] == 1.5 and second["tokens_per_second"] == 200.0
     assert first["peak_memory_gib"] == 1.0 and first["peak_reserved_gib"] == 2.0
+    assert waits == [3.0, 12.0]  # one wait per log, none per step
     assert next(gpu_times, None) is None
+
+
+def test_pauses_inside_a_log_window_are_left_out_and_the_steps_around_them_summed(monkeypatch):
+    from types import SimpleNamespace
+
+    import plugins.throughput as throughput
+
+    ticks = iter([0.0,          # on_train_begin
+                  1.0,          # step 1 ends
+                  1.0, 5.0,     # an evaluation and a checkpoint save: 4 s of pause, ending at 5.0
+                  7.0,          # step 2 ends: 2 s after the pause
+                  7.5])         # its log restarts the clock
+    monkeypatch.setattr(throughput, "_cuda", lambda: None)
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(ticks))
+    args = SimpleNamespace(include_num_input_tokens_seen="non_padding")
+    callback = throughput.ThroughputCallback()
+    state = SimpleNamespace(num_input_tokens_seen=0, global_step=0, log_history=[])
+    callback.on_train_begin(args, state, None)
+    state.num_input_tokens_seen, state.global_step = 100, 1
+    callback.on_step_end(args, state, None)
+    callback.on_evaluate(args, state, None)
+    callback.on_save(args, state, None)
+    state.num_input_tokens_seen, state.global_step = 300, 2
+    callback.on_step_end(args, state, None)
+    logs = {"loss": 1.0}
+    callback.on_log(args, state, None, logs=logs)
+    assert logs["step_time_seconds"] == 1.5  # (1 s + 2 s) over 2 steps
+    assert logs["tokens_per_second"] == 100.0  # 300 tokens over 3 s
+    assert callback.stretches == [[7.5, None]]  # nothing carried over but the open stretch
+
+
+def test_trls_count_is_read_from_where_train_began(monkeypatch, caplog):
+    """TRL's running count lives on the trainer object and keeps growing if train() runs again on
+    it (a notebook, a batch-size retry): the window starts from its value at on_train_begin."""
+    from types import SimpleNamespace
+
+    import plugins.throughput as throughput
+
+    ticks = iter([0.0, 2.0, 2.1, 3.0, 4.0, 4.1])
+    monkeypatch.setattr(throughput, "_cuda", lambda: None)
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(ticks))
+    args = SimpleNamespace(include_num_input_tokens_seen="no")
+    callback = throughput.ThroughputCallback(trainer=SimpleNamespace(_total_train_tokens=500))
+    state = SimpleNamespace(num_input_tokens_seen=0, global_step=0, log_history=[])
+    callback.on_train_begin(args, state, None)                          # 0.0
+    state.global_step = 1
+    callback.on_step_end(args, state, None)                             # 2.0
+    first = {"loss": 1.0, "num_tokens": 700.0}
+    callback.on_log(args, state, None, logs=first)                      # 2.1
+    assert first["tokens_per_second"] == 100.0  # 200 tokens since train began, over 2 s
+    # A log with no token count at all: step time only, and one warning that names the fix.
+    callback.on_train_begin(SimpleNamespace(include_num_input_tokens_seen="no"), state, None)  # 3.0
+    callback.trainer = None
+    state.global_step = 2
+    callback.on_step_end(args, state, None)                             # 4.0
+    second = {"loss": 0.9}
+    with caplog.at_level("WARNING", logger="plugins.throughput"):
+        callback.on_log(args, state, None, logs=second)                 # 4.1
+    assert second["step_time_seconds"] == 1.0 and "tokens_per_second" not in second
+    assert "include_num_input_tokens_seen: non_padding" in caplog.text
