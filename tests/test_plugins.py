@@ -223,6 +223,30 @@ def test_throughput_figures_are_logged(resumed_run, tiny_tokenizer):
     assert rows[-1]["num_input_tokens_seen"] == 6 * tokens_per_epoch
 
 
+def two_log_windows_around_a_pause(callback, args, before_first_log=lambda: None) -> tuple[dict, dict]:
+    """Steps 1 (100 tokens) and 2 (200), a log, an evaluation and a save, step 3 (300), a log:
+    the two log entries, as the trainer calls the hooks."""
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(num_input_tokens_seen=0, global_step=0, log_history=[])
+    callback.on_train_begin(args, state, None)
+    for tokens in (100, 200):
+        state.num_input_tokens_seen += tokens
+        state.global_step += 1
+        callback.on_step_end(args, state, None)
+    before_first_log()
+    first = {"loss": 1.0}
+    callback.on_log(args, state, None, logs=first)
+    callback.on_evaluate(args, state, None)
+    callback.on_save(args, state, None)
+    state.num_input_tokens_seen += 300
+    state.global_step += 1
+    callback.on_step_end(args, state, None)
+    second = {"loss": 0.9}
+    callback.on_log(args, state, None, logs=second)
+    return first, second
+
+
 def test_throughput_times_each_step_from_the_previous_step_end_and_leaves_pauses_out(monkeypatch):
     """Batch loading happens before on_step_begin, so it is inside the timed span; logging,
     evaluation and saving restart the clock, so they are not."""
@@ -240,21 +264,7 @@ def test_throughput_times_each_step_from_the_previous_step_end_and_leaves_pauses
     monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(ticks))
     callback = throughput.ThroughputCallback()
     args = SimpleNamespace(include_num_input_tokens_seen="non_padding")  # the trainer counts
-    state = SimpleNamespace(num_input_tokens_seen=0, global_step=0, log_history=[])
-    callback.on_train_begin(args, state, None)
-    for tokens in (100, 200):
-        state.num_input_tokens_seen += tokens
-        state.global_step += 1
-        callback.on_step_end(args, state, None)
-    first = {"loss": 1.0}
-    callback.on_log(args, state, None, logs=first)
-    callback.on_evaluate(args, state, None)
-    callback.on_save(args, state, None)
-    state.num_input_tokens_seen += 300
-    state.global_step += 1
-    callback.on_step_end(args, state, None)
-    second = {"loss": 0.9}
-    callback.on_log(args, state, None, logs=second)
+    first, second = two_log_windows_around_a_pause(callback, args)
 
     assert first["step_time_seconds"] == 1.5 and first["tokens_per_second"] == 100.0
     assert second["step_time_seconds"] == 1.5 and second["tokens_per_second"] == 200.0
@@ -432,23 +442,10 @@ def test_on_a_gpu_steps_are_timed_by_cuda_events_read_only_at_a_log(monkeypatch)
     monkeypatch.setattr(throughput, "_cuda", lambda: fake_cuda)
     args = SimpleNamespace(include_num_input_tokens_seen="non_padding")
     callback = throughput.ThroughputCallback()
-    state = SimpleNamespace(num_input_tokens_seen=0, global_step=0, log_history=[])
-    callback.on_train_begin(args, state, None)
-    for tokens in (100, 200):
-        state.num_input_tokens_seen += tokens
-        state.global_step += 1
-        callback.on_step_end(args, state, None)
-    assert waits == []  # nothing waited on the GPU during the steps
-    first = {"loss": 1.0}
-    callback.on_log(args, state, None, logs=first)
-    assert waits == [3.0]  # one wait, at the log, for the last step's end
-    callback.on_evaluate(args, state, None)
-    callback.on_save(args, state, None)
-    state.num_input_tokens_seen += 300
-    state.global_step += 1
-    callback.on_step_end(args, state, None)
-    second = {"loss": 0.9}
-    callback.on_log(args, state, None, logs=second)
+    waits_at_first_log = []
+    first, second = two_log_windows_around_a_pause(
+        callback, args, before_first_log=lambda: waits_at_first_log.append(list(waits)))
+    assert waits_at_first_log == [[]]  # nothing waited on the GPU during the steps
 
     assert first["step_time_seconds"] == 1.5 and first["tokens_per_second"] == 100.0
     assert second["step_time_seconds"] == 1.5 and second["tokens_per_second"] == 200.0
