@@ -26,7 +26,8 @@ from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
-from bench.throughput import RESULT_PREFIX, SHAPES, build_assets, measured_run_overrides, parse_variant, run_worker
+from bench.throughput import (RESULT_PREFIX, SHAPES, build_assets, logged_tokens, measured_run_overrides, parse_variant,
+                              run_worker)
 
 # First match wins; names are matched lower-cased. Checked against H200 traces of the recipes.
 KERNEL_KINDS: list[tuple[str, str]] = [
@@ -160,8 +161,8 @@ def worker(spec: dict) -> dict:
     callback = profile_callback(spec["profile_step"])
     trainer, _ = build_trainer(recipe, [callback])
     trainer.train()
-    seen = {h["step"]: h.get("num_input_tokens_seen", h.get("num_tokens")) for h in trainer.state.log_history
-            if "loss" in h and ("num_input_tokens_seen" in h or "num_tokens" in h)}  # per-step logs, not the summary
+    seen = {h["step"]: tokens for h in trainer.state.log_history  # per-step logs, not the closing summary
+            if "loss" in h and (tokens := logged_tokens(h)) is not None}
     step = spec["profile_step"]
     step_tokens = int(seen[step] - seen.get(step - 1, 0)) if step in seen else None
     return {"name": spec["name"], "profile_step": spec["profile_step"], "step_tokens": step_tokens,

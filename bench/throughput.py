@@ -88,16 +88,21 @@ def build_assets(work: Path, shape_name: str, data_dir: Path) -> Path:
     return model_dir
 
 
+def logged_tokens(row: dict) -> float | None:
+    """A log entry's cumulative token count: the trainer's where it kept one, else TRL's ``num_tokens``."""
+    return row.get("num_input_tokens_seen", row.get("num_tokens"))
+
+
 def steady_state(log_history: list[dict], warmup: int) -> dict:
     """Non-padding tokens per second over the steps after the warm-up, from the training logs.
 
     A log covers the steps since the one before (``step_time_seconds`` is their mean); tokens are
     the trainer's count where it kept one, else TRL's ``num_tokens``. Logs that cover warm-up
     steps are left out whole."""
-    rows = [h for h in log_history if "loss" in h and ("num_input_tokens_seen" in h or "num_tokens" in h)]
+    rows = [h for h in log_history if "loss" in h and logged_tokens(h) is not None]
     previous_tokens, previous_step, tokens, seconds = 0, 0, 0, 0.0
     for row in rows:
-        seen = row.get("num_input_tokens_seen", row.get("num_tokens"))
+        seen = logged_tokens(row)
         if previous_step >= warmup and "step_time_seconds" in row:  # a log without a time: its window is left out
             tokens += seen - previous_tokens
             seconds += row["step_time_seconds"] * (row["step"] - previous_step)
