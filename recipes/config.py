@@ -13,6 +13,7 @@ named with the closest valid one.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import enum
 import warnings
@@ -75,6 +76,14 @@ class RecipeArguments:
                   "base, a copy): the same sum in fewer passes over memory (recipes/fused_lora.py). Applies to plain "
                   "adapters (no dropout, DoRA or LoRA bias, weights in the input's dtype); any other call runs PEFT's "
                   "own forward."},
+    )
+    fused_lora_qkv: bool = field(
+        default=False,
+        metadata={"help": "With fused_lora_forward: an attention layer's q, k and v adapters in one autograd node, "
+                  "whose backward accumulates the input gradient inside the matrix multiplies instead of writing six "
+                  "and adding them (recipes/fused_qkv.py). Applies where all three are plain adapters on a bf16 or "
+                  "float32 nn.Linear base (not 4-bit) and the model is not sharded by FSDP; elsewhere each layer "
+                  "runs its own forward."},
     )
     plugins: list[str] = field(
         default_factory=list,
@@ -156,7 +165,10 @@ def split_recipe_argv(argv: list[str]) -> tuple[Path, list[str]]:
 
 
 def to_plain(value: Any) -> Any:
-    """Make a config value YAML-safe (enums to their value, paths to text)."""
+    """Make a config value YAML-safe (enums to their value, paths to text, and the settings objects
+    transformers builds from a dict, such as ``accelerator_config``, back to a dict of what they hold)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_plain({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, Path):

@@ -38,6 +38,24 @@ def test_command_line_overrides_recipe_values(tmp_path):
     assert recipe.name == "recipe"
 
 
+def test_settings_transformers_turns_into_objects_are_recorded_as_plain_values(tmp_path):
+    """transformers builds an AcceleratorConfig from `accelerator_config`; the run's recipe.yaml,
+    its manifest and a resume's comparison need the values it holds, which a rerun parses alike."""
+    import json
+
+    import yaml
+
+    path = write_recipe(tmp_path, "model_name_or_path: m\nbf16: false\ndata_dir: a\n")
+    recipe = parse_recipe([path, "--accelerator_config", '{"non_blocking": true}'], check_environment=False)
+    assert recipe.training.accelerator_config.non_blocking is True
+    recorded = recipe.resolved["accelerator_config"]
+    assert isinstance(recorded, dict) and recorded["non_blocking"] is True
+    text = yaml.safe_dump(recipe.resolved)  # a settings object here would raise
+    assert json.loads(json.dumps(recipe.resolved)) == recipe.resolved
+    rerun = write_recipe(tmp_path / "..", text)
+    assert parse_recipe([rerun], check_environment=False).resolved == recipe.resolved
+
+
 def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
     # PyYAML reads `2e-4` as a string; the parser converts it like a command-line value.
     recipe = parse_recipe([write_recipe(tmp_path, "model_name_or_path: m\nlearning_rate: 2e-4\nbf16: false\n")], check_environment=False)
