@@ -48,6 +48,11 @@ class FusedForward:
     """Mixed in before a PEFT LoRA layer class: the fused forward, PEFT's (``super()``) otherwise."""
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        group = getattr(self, "qkv_group", None)  # fused_lora_qkv: q_proj's call computes k and v too
+        if group is not None and not (args or kwargs):
+            grouped = group.output(self, x)
+            if grouped is not None:
+                return grouped
         adapter = None if (args or kwargs) else plain_adapter(self, x)
         if adapter is None:
             return super().forward(x, *args, **kwargs)

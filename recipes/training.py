@@ -120,6 +120,8 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         keep_adapters_in_model_dtype_or_say_why(trainer.model)
     if recipe.recipe.fused_lora_forward:
         fuse_lora_forward_or_say_why(trainer.model)
+    if recipe.recipe.fused_lora_qkv:
+        group_qkv_projections_or_say_why(trainer.model)
     for plugin in recipe.plugins:
         plugin.on_trainer_ready(trainer, recipe)
     return trainer, reports
@@ -145,6 +147,21 @@ def fuse_lora_forward_or_say_why(model) -> None:
     if fuse_lora_forward(model) == 0:
         print("note: fused_lora_forward: true found no LoRA-wrapped linear layer (use_peft is off, or the adapters "
               "wrap another kind of layer), so PEFT's forward runs unchanged.")
+
+
+def group_qkv_projections_or_say_why(model) -> None:
+    """``fused_lora_qkv: true``; a note when no attention layer can take it."""
+    from recipes.fused_lora import FusedLinear
+    from recipes.fused_qkv import group_qkv_projections
+    from recipes.validate import launched_with_fsdp
+
+    if launched_with_fsdp():
+        print("note: fused_lora_qkv: true is not applied under FSDP, where it has not been checked; each projection "
+              "runs its own fused forward.")
+        return
+    if group_qkv_projections(model, (FusedLinear,)) == 0:
+        print("note: fused_lora_qkv: true found no attention layer with LoRA on q_proj, k_proj and v_proj over plain "
+              "linear layers (4-bit bases and other targets are not grouped), so each layer runs its own forward.")
 
 
 def make_trainer(trainer_class, recipe: Recipe, datasets, tokenizer, peft_config, quantization_config, callbacks):

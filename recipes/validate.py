@@ -114,6 +114,11 @@ def check_combinations(v: dict[str, Any]) -> list[str]:
             "the fp16 loss scaler refuses to unscale. Use bf16: true (the recipes' setting), or leave "
             "autocast_adapter_dtype at true."
         )
+    if v.get("fused_lora_qkv") and not v.get("fused_lora_forward"):
+        problems.append(
+            "`fused_lora_qkv: true` groups layers that have the fused LoRA forward, but `fused_lora_forward` is false. "
+            "Set fused_lora_forward: true as well, or fused_lora_qkv: false."
+        )
     if not v.get("model_name_or_path"):
         problems.append("`model_name_or_path` is not set: name a hub model or a local folder.")
     return problems

@@ -10,7 +10,7 @@ import torch
 from recipes.fused_lora import FusedForward, fuse_lora_forward
 
 
-def tiny_lora_model(dropout: float = 0.0, **lora_kwargs):
+def tiny_lora_model(dropout: float = 0.0, target_modules="all-linear", **lora_kwargs):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -18,7 +18,7 @@ def tiny_lora_model(dropout: float = 0.0, **lora_kwargs):
     config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2, vocab_size=64)
     model = get_peft_model(LlamaForCausalLM(config),
-                           LoraConfig(r=4, lora_alpha=16, lora_dropout=dropout, target_modules="all-linear",
+                           LoraConfig(r=4, lora_alpha=16, lora_dropout=dropout, target_modules=target_modules,
                                       **lora_kwargs))
     for name, param in model.named_parameters():  # PEFT starts B at zero; a trained adapter is not
         if "lora_B" in name:
