@@ -221,8 +221,12 @@ def test_lora_recipe_differs_only_where_it_should():
         "max_length",  # LoRA: 8192-token packs (QLoRA: 7680, to stay under 40 GiB)
         "autocast_adapter_dtype",  # LoRA: bf16 adapters (TRL already casts QLoRA's to bf16)
         "attn_implementation",  # LoRA: PyTorch's varlen flash kernel (QLoRA: flex attention, faster there)
+        "fused_lora_qkv",  # LoRA: q/k/v in one autograd node (a plain bf16 base; QLoRA's is 4-bit)
     }
     assert lora["attn_implementation"] == "torch_varlen" and lora["fused_lora_forward"] is True
+    assert lora["fused_lora_qkv"] is True
+    for resolved in (qlora, lora):  # the batch's copy to the GPU does not wait for the step before
+        assert resolved["accelerator_config"]["non_blocking"] is True
     assert lora["autocast_adapter_dtype"] is False
 
 
