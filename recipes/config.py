@@ -81,9 +81,9 @@ class RecipeArguments:
         default=False,
         metadata={"help": "With fused_lora_forward: an attention layer's q, k and v adapters in one autograd node, "
                   "whose backward accumulates the input gradient inside the matrix multiplies instead of writing six "
-                  "and adding them (recipes/fused_qkv.py). Applies where all three are plain adapters on a bf16 or "
-                  "float32 nn.Linear base (not 4-bit) and the model is not sharded by FSDP; elsewhere each layer "
-                  "runs its own forward."},
+                  "and adding them (recipes/fused_qkv.py). Applies where all three are plain adapters on a frozen "
+                  "bf16 or float32 nn.Linear base (not 4-bit) and the model is not sharded by FSDP or DeepSpeed; "
+                  "elsewhere each layer runs its own forward."},
     )
     plugins: list[str] = field(
         default_factory=list,
@@ -164,11 +164,22 @@ def split_recipe_argv(argv: list[str]) -> tuple[Path, list[str]]:
     return DEFAULT_RECIPE, argv
 
 
+def field_default(spec: dataclasses.Field) -> Any:
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return dataclasses.MISSING
+
+
 def to_plain(value: Any) -> Any:
     """Make a config value YAML-safe (enums to their value, paths to text, and the settings objects
-    transformers builds from a dict, such as ``accelerator_config``, back to a dict of what they hold)."""
+    transformers builds from a dict, such as ``accelerator_config``, back to a dict of the values set)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_plain({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+        # Only the fields set away from their defaults: what the recipe said, stable when a later
+        # transformers adds a field, and parsed back into the same object.
+        return to_plain({f.name: getattr(value, f.name) for f in dataclasses.fields(value)
+                         if getattr(value, f.name) != field_default(f)})
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, Path):

@@ -17,9 +17,17 @@ gradients are the same products PEFT's graph computes.
 
 It applies only where every part is plain, checked on every call: the three layers take the fused
 LoRA forward's plain case (one adapter, no dropout, DoRA or bias; ``recipes.fused_lora.plain_adapter``),
-their frozen layers are ``torch.nn.Linear`` in the input's dtype, and autocast, if on, computes in
-that dtype too. A 4-bit base, float32 adapters on a bf16 model, or a call that does not follow the
-q, k, v order with one tensor runs each layer's own forward. Results agree with PEFT's to rounding.
+their frozen layers are ``torch.nn.Linear`` in the input's dtype with nothing trainable, and
+autocast, if on, computes in that dtype too. A 4-bit base, float32 adapters on a bf16 model, a
+trained base bias, or a call that does not follow the q, k, v order with one tensor runs each
+layer's own forward. Outputs are handed over only inside one call of the attention module (hooks
+on it open and close the group), so a projection called on its own computes its own output and
+nothing can change between the q call and the k and v calls. Results agree with PEFT's to rounding.
+
+The node reads the frozen and adapter weights directly, so forward hooks on the inner modules
+(``base_layer``, ``lora_A``, ``lora_B``) do not run; hooks on the projections themselves do.
+Sharding schemes that gather weights through such hooks (FSDP, DeepSpeed ZeRO-3) are therefore
+refused by ``recipes.training``, which then leaves each layer its own forward.
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj")
 
 class LoraQKV(torch.autograd.Function):
     """``(x, scalings, Wq, Wk, Wv, bq, bk, bv, Aq, Ak, Av, Bq, Bk, Bv) -> (q, k, v)``, each
-    ``x @ W.T + b + scaling * (x @ A.T) @ B.T``; gradients for ``x`` and the six adapter matrices."""
+    ``x @ W.T + b + scaling * (x @ A.T) @ B.T`` over the flattened tokens (2-D: the caller views
+    them, so the outputs stay ordinary tensors that later code may modify in place); gradients for
+    ``x`` and the six adapter matrices."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scalings: tuple[float, float, float], *weights: torch.Tensor | None):
@@ -49,7 +59,7 @@ class LoraQKV(torch.autograd.Function):
         outputs = []
         for base, bias, part, lora_B, scaling in zip(bases, biases, hidden.split(ranks, dim=1), lora_Bs, scalings):
             frozen = F.linear(x2d, base, bias)
-            outputs.append(torch.addmm(frozen, part, lora_B.t(), alpha=scaling).view(*x.shape[:-1], -1))
+            outputs.append(torch.addmm(frozen, part, lora_B.t(), alpha=scaling))  # 2-D: the caller views them
         ctx.save_for_backward(x, hidden, lora_A, *bases, *lora_Bs)
         ctx.scalings, ctx.ranks = scalings, ranks
         return tuple(outputs)
@@ -59,7 +69,7 @@ class LoraQKV(torch.autograd.Function):
         x, hidden, lora_A, *rest = ctx.saved_tensors
         bases, lora_Bs = rest[0:3], rest[3:6]
         x2d = x.reshape(-1, x.shape[-1])
-        grads = [g.reshape(-1, g.shape[-1]) for g in grad_outputs]
+        grads = list(grad_outputs)
         # The gradient reaching each adapter's rank-r hidden state, already scaled: (dy @ B) * scaling.
         grad_hidden = torch.cat([(g @ lora_B).mul_(scaling)
                                  for g, lora_B, scaling in zip(grads, lora_Bs, ctx.scalings)], dim=1)
@@ -76,13 +86,18 @@ class LoraQKV(torch.autograd.Function):
 
 
 class QKVGroup:
-    """The q, k and v projections of one attention layer: ``q_proj``'s call computes all three and
-    keeps ``k_proj``'s and ``v_proj``'s outputs until they are called with the same input."""
+    """The q, k and v projections of one attention layer: inside a call of the attention module,
+    ``q_proj``'s call computes all three and keeps ``k_proj``'s and ``v_proj``'s outputs until
+    they are called with the same input."""
 
     def __init__(self, layers: tuple[nn.Module, nn.Module, nn.Module]) -> None:
         self.layers = layers
+        self.open = False  # inside a call of the attention module
         self.pending_input: torch.Tensor | None = None
         self.pending: dict[int, torch.Tensor] = {}
+
+    def reset(self, open_: bool) -> None:
+        self.open, self.pending_input, self.pending = open_, None, {}
 
     def adapters(self, x: torch.Tensor) -> list[str] | None:
         """Each layer's single plain adapter, or None when any layer must run its own forward."""
@@ -92,6 +107,8 @@ class QKVGroup:
             base = layer.base_layer
             if adapter is None or type(base) is not nn.Linear or base.weight.dtype != x.dtype:
                 return None
+            if base.weight.requires_grad or (base.bias is not None and base.bias.requires_grad):
+                return None  # a trained base (PEFT's bias="all"): this node gives the base no gradient
             adapters.append(adapter)
         if torch.is_autocast_enabled(x.device.type) and torch.get_autocast_dtype(x.device.type) != x.dtype:
             return None
@@ -99,15 +116,14 @@ class QKVGroup:
 
     def output(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         """``layer``'s output from the group, or None to run the layer's own forward."""
+        if not self.open:
+            return None
         position = self.layers.index(layer)
         if position > 0:
             if self.pending_input is not x or position not in self.pending:
                 return None
-            out = self.pending.pop(position)
-            if not self.pending:
-                self.pending_input = None
-            return out
-        self.pending_input, self.pending = None, {}
+            return self.pending.pop(position)
+        self.reset(open_=True)
         adapters = self.adapters(x)
         if adapters is None:
             return None
@@ -116,12 +132,27 @@ class QKVGroup:
                    *(m.lora_A[a].weight for m, a in zip(layers, adapters)),
                    *(m.lora_B[a].weight for m, a in zip(layers, adapters))]
         scalings = tuple(float(m.scaling[a]) for m, a in zip(layers, adapters))
-        q, k, v = LoraQKV.apply(x, scalings, *weights)
+        shape = (*x.shape[:-1], -1)
+        q, k, v = (out.view(shape) for out in LoraQKV.apply(x, scalings, *weights))
         self.pending_input, self.pending = x, {1: k, 2: v}
         return q
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"layers": self.layers, "pending_input": None, "pending": {}}  # nothing in flight is copied
+        return {"layers": self.layers, "open": False, "pending_input": None, "pending": {}}  # nothing in flight
+
+
+def open_group(attention: nn.Module, *args: Any) -> None:
+    """Forward pre-hook of the attention module (module-level, so copies and pickles find their own group)."""
+    group = getattr(getattr(attention, "q_proj", None), "qkv_group", None)
+    if group is not None:
+        group.reset(open_=True)
+
+
+def close_group(attention: nn.Module, *args: Any) -> None:
+    """Forward hook of the attention module, run even when its forward raises."""
+    group = getattr(getattr(attention, "q_proj", None), "qkv_group", None)
+    if group is not None:
+        group.reset(open_=False)
 
 
 def group_qkv_projections(model: nn.Module, fused_types: tuple[type, ...]) -> int:
@@ -137,5 +168,7 @@ def group_qkv_projections(model: nn.Module, fused_types: tuple[type, ...]) -> in
         group = QKVGroup(layers)
         for layer in layers:
             layer.qkv_group = group
+        module.register_forward_pre_hook(open_group)
+        module.register_forward_hook(close_group, always_call=True)
         groups += 1
     return groups

@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 import sys
+import dataclasses
 from dataclasses import fields
 from datetime import datetime, timezone
 from importlib import metadata
@@ -116,6 +117,15 @@ def data_hashes(data_files: dict[str, Path]) -> dict[str, dict[str, str]]:
     return {role: {"path": str(p), "sha256": sha256_of(p)} for role, p in data_files.items() if p.is_file()}
 
 
+def recorded_as_text(old_value: Any, key: str, recipe) -> bool:
+    """An earlier version wrote settings objects (``accelerator_config``) into the manifest as
+    their text; the same text now is the same setting."""
+    if not isinstance(old_value, str):
+        return False
+    current = next((getattr(c, key) for c in (recipe.recipe, recipe.training, recipe.model) if hasattr(c, key)), None)
+    return dataclasses.is_dataclass(current) and old_value == str(current)
+
+
 def resume_differences(recipe, data_files: dict[str, Path]) -> list[str]:
     """What differs between this recipe and data and those recorded by the run being resumed.
 
@@ -138,7 +148,8 @@ def resume_differences(recipe, data_files: dict[str, Path]) -> list[str]:
     old, new = before.get("recipe") or {}, recipe.resolved
     changes = [
         f"`{key}` {old.get(key, '(not set)')!r} -> {new.get(key, '(not set)')!r}"
-        for key in sorted((set(old) | set(new)) & compared) if old.get(key) != new.get(key)
+        for key in sorted((set(old) | set(new)) & compared)
+        if old.get(key) != new.get(key) and not recorded_as_text(old.get(key), key, recipe)
     ]
     old_data = {role: entry.get("sha256") for role, entry in (before.get("data") or {}).items()}
     for role, entry in data_hashes(data_files).items():

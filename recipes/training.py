@@ -121,7 +121,7 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
     if recipe.recipe.fused_lora_forward:
         fuse_lora_forward_or_say_why(trainer.model)
     if recipe.recipe.fused_lora_qkv:
-        group_qkv_projections_or_say_why(trainer.model)
+        group_qkv_projections_or_say_why(trainer.model, trainer.args)
     for plugin in recipe.plugins:
         plugin.on_trainer_ready(trainer, recipe)
     return trainer, reports
@@ -149,15 +149,20 @@ def fuse_lora_forward_or_say_why(model) -> None:
               "wrap another kind of layer), so PEFT's forward runs unchanged.")
 
 
-def group_qkv_projections_or_say_why(model) -> None:
-    """``fused_lora_qkv: true``; a note when no attention layer can take it."""
+def group_qkv_projections_or_say_why(model, args) -> None:
+    """``fused_lora_qkv: true``; a note when no attention layer can take it. Not under FSDP or
+    DeepSpeed: the grouped node reads weights that those gather through hooks it does not run."""
+    import os
+
     from recipes.fused_lora import FusedLinear
     from recipes.fused_qkv import group_qkv_projections
     from recipes.validate import launched_with_fsdp
 
-    if launched_with_fsdp():
-        print("note: fused_lora_qkv: true is not applied under FSDP, where it has not been checked; each projection "
-              "runs its own fused forward.")
+    sharded = launched_with_fsdp() or bool(args.fsdp) or bool(args.deepspeed) \
+        or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes")
+    if sharded:
+        print("note: fused_lora_qkv: true is not applied under FSDP or DeepSpeed, which gather weights through hooks "
+              "of the layers this grouping reads directly; each projection runs its own fused forward.")
         return
     if group_qkv_projections(model, (FusedLinear,)) == 0:
         print("note: fused_lora_qkv: true found no attention layer with LoRA on q_proj, k_proj and v_proj over plain "

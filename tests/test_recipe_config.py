@@ -48,12 +48,29 @@ def test_settings_transformers_turns_into_objects_are_recorded_as_plain_values(t
     path = write_recipe(tmp_path, "model_name_or_path: m\nbf16: false\ndata_dir: a\n")
     recipe = parse_recipe([path, "--accelerator_config", '{"non_blocking": true}'], check_environment=False)
     assert recipe.training.accelerator_config.non_blocking is True
-    recorded = recipe.resolved["accelerator_config"]
-    assert isinstance(recorded, dict) and recorded["non_blocking"] is True
+    assert recipe.resolved["accelerator_config"] == {"non_blocking": True}  # the values set, not every default
     text = yaml.safe_dump(recipe.resolved)  # a settings object here would raise
     assert json.loads(json.dumps(recipe.resolved)) == recipe.resolved
     rerun = write_recipe(tmp_path / "..", text)
     assert parse_recipe([rerun], check_environment=False).resolved == recipe.resolved
+
+
+def test_a_resume_reads_a_settings_object_an_earlier_version_recorded_as_text(tmp_path):
+    import json
+
+    from recipes.checkpoints import MANIFEST_NAME
+    from recipes.provenance import resume_differences
+
+    path = write_recipe(tmp_path, f"model_name_or_path: m\nbf16: false\ndata_dir: a\noutput_dir: {tmp_path / 'run'}\n")
+    recipe = parse_recipe([path, "--accelerator_config", '{"non_blocking": true}'], check_environment=False)
+    (tmp_path / "run").mkdir()
+    manifest = tmp_path / "run" / MANIFEST_NAME
+    as_text = {**recipe.resolved, "accelerator_config": str(recipe.training.accelerator_config)}
+    manifest.write_text(json.dumps({"recipe": as_text}))
+    assert resume_differences(recipe, {}) == []
+    other = parse_recipe([path], check_environment=False)  # the default, blocking copies
+    changes = resume_differences(other, {})
+    assert len(changes) == 1 and changes[0].startswith("`accelerator_config` 'AcceleratorConfig(")
 
 
 def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
