@@ -165,6 +165,7 @@ def split_recipe_argv(argv: list[str]) -> tuple[Path, list[str]]:
 
 
 def field_default(spec: dataclasses.Field) -> Any:
+    """A dataclass field's default value (MISSING when it has none)."""
     if spec.default is not dataclasses.MISSING:
         return spec.default
     if spec.default_factory is not dataclasses.MISSING:

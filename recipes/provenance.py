@@ -15,8 +15,7 @@ import os
 import platform
 import subprocess
 import sys
-import dataclasses
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -123,7 +122,7 @@ def recorded_as_text(old_value: Any, key: str, recipe) -> bool:
     if not isinstance(old_value, str):
         return False
     current = next((getattr(c, key) for c in (recipe.recipe, recipe.training, recipe.model) if hasattr(c, key)), None)
-    return dataclasses.is_dataclass(current) and old_value == str(current)
+    return is_dataclass(current) and old_value == str(current)
 
 
 def resume_differences(recipe, data_files: dict[str, Path]) -> list[str]:

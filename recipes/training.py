@@ -152,15 +152,11 @@ def fuse_lora_forward_or_say_why(model) -> None:
 def group_qkv_projections_or_say_why(model, args) -> None:
     """``fused_lora_qkv: true``; a note when no attention layer can take it. Not under FSDP or
     DeepSpeed: the grouped node reads weights that those gather through hooks it does not run."""
-    import os
-
     from recipes.fused_lora import FusedLinear
     from recipes.fused_qkv import group_qkv_projections
-    from recipes.validate import launched_with_fsdp
+    from recipes.validate import launched_with_deepspeed, launched_with_fsdp
 
-    sharded = launched_with_fsdp() or bool(args.fsdp) or bool(args.deepspeed) \
-        or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes")
-    if sharded:
+    if launched_with_fsdp() or launched_with_deepspeed() or args.fsdp or args.deepspeed:
         print("note: fused_lora_qkv: true is not applied under FSDP or DeepSpeed, which gather weights through hooks "
               "of the layers this grouping reads directly; each projection runs its own fused forward.")
         return

@@ -126,9 +126,18 @@ def check_combinations(v: dict[str, Any]) -> list[str]:
 
 def launched_with_fsdp() -> bool:
     """``accelerate launch`` with an FSDP config exports ACCELERATE_USE_FSDP to every process."""
+    return _launch_flag("ACCELERATE_USE_FSDP")
+
+
+def launched_with_deepspeed() -> bool:
+    """``accelerate launch`` with a DeepSpeed config exports ACCELERATE_USE_DEEPSPEED likewise."""
+    return _launch_flag("ACCELERATE_USE_DEEPSPEED")
+
+
+def _launch_flag(name: str) -> bool:
     import os
 
-    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes")
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
 
 
 def check_launch(v: dict[str, Any]) -> list[str]:

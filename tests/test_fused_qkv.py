@@ -278,18 +278,22 @@ def test_the_recipe_keys_install_it_and_refuse_it_without_the_fused_forward(tmp_
         make_recipe(tmp_path / "refused", tiny_model_dir, fiqa_jsonl_dir, "--fused_lora_qkv", "true")
 
 
-@pytest.mark.parametrize("sharding", ["fsdp", "deepspeed"])
-def test_it_is_not_applied_under_fsdp_or_deepspeed(capsys, sharding):
+@pytest.mark.parametrize("sharding", ["fsdp key", "deepspeed key", "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
+def test_it_is_not_applied_under_fsdp_or_deepspeed(capsys, monkeypatch, sharding):
     from types import SimpleNamespace
 
     from recipes.training import group_qkv_projections_or_say_why
 
     model = tiny_lora_model(target_modules=["q_proj", "k_proj", "v_proj"])
     fuse_lora_forward(model)
-    args = SimpleNamespace(fsdp=["full_shard"] if sharding == "fsdp" else None,
-                           deepspeed={"zero_optimization": {"stage": 3}} if sharding == "deepspeed" else None)
+    args = SimpleNamespace(fsdp=["full_shard"] if sharding == "fsdp key" else None,
+                           deepspeed={"zero_optimization": {"stage": 3}} if sharding == "deepspeed key" else None)
+    if sharding.startswith("ACCELERATE_"):
+        monkeypatch.setenv(sharding, "true")  # what accelerate launch exports with such a config
     group_qkv_projections_or_say_why(model, args)
     assert "not applied under FSDP or DeepSpeed" in capsys.readouterr().out
     assert not any(getattr(m, "qkv_group", None) for m in model.modules())
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
     group_qkv_projections_or_say_why(model, SimpleNamespace(fsdp=None, deepspeed=None))
     assert all(m.q_proj.qkv_group for m in model.modules() if hasattr(m, "q_proj"))
