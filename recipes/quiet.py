@@ -9,11 +9,29 @@ from __future__ import annotations
 import logging
 import warnings
 
+# bitsandbytes' CPU backend asks `kernels` for this hub kernel at import, on CPUs with AVX512-BF16.
+BITSANDBYTES_CPU_KERNEL = "kernels-community/quantization-bitsandbytes"
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with one known text; passes every other."""
+
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
 
 def quiet_known_noise() -> None:
     # bitsandbytes looks for an optional CPU kernel from the hub at import and logs its absence as
     # "Failed to load ...". Nothing here runs 4-bit on a CPU (it is refused), so it is noise.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # Before it fails there, `kernels` (huggingface_hub 2.4+) says offline mode skips its publisher
+    # check, for that one kernel, on every run. Other kernels' trust messages still print.
+    logging.getLogger("kernels._internals.hf_hub").addFilter(
+        _DropMessage(f"Skipping publisher trust check for '{BITSANDBYTES_CPU_KERNEL}'"))
     # Raised inside TRL and PEFT (they read model.is_gradient_checkpointing), not by this project.
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     # Decided: the recipes keep Liger. TRL 1.16 deprecates `use_liger_kernel` in favour of hub

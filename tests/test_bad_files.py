@@ -33,6 +33,7 @@ def damage(path, how: str) -> None:
         path.write_bytes(b"".join(lines[:3]) + bad + b"\n" + b"".join(lines[3:]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("how", "expected"),
     [

@@ -14,6 +14,7 @@ from tests.conftest import REPO_ROOT
 SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
 
 
+@pytest.mark.slow
 def test_scaling_harness_compares_two_processes_with_one(tmp_path, fiqa_jsonl_dir):
     out = tmp_path / "scaling.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT),

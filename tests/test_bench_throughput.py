@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_harness_measures_baseline_and_recipe_on_cpu(tmp_path, fiqa_jsonl_dir):
     out = tmp_path / "throughput.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}

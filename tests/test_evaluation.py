@@ -26,6 +26,7 @@ def in_work_dir(smoke_run, monkeypatch):
     return smoke_run
 
 
+@pytest.mark.slow
 def test_scores_are_what_they_claim():
     from recipes.scoring import rouge_l, semantic_similarity, summarise
 
@@ -40,6 +41,7 @@ def test_scores_are_what_they_claim():
     assert summarise([1.0, 2.0, 3.0, 4.0])["mean"] == 2.5
 
 
+@pytest.mark.slow
 def test_evaluate_reports_base_against_tuned(in_work_dir, capsys):
     from recipes.evaluate import main
 
@@ -101,6 +103,7 @@ def test_generation_uses_the_training_prompt_and_left_padding(in_work_dir):
     assert batched[0].text == expected
 
 
+@pytest.mark.slow
 def test_generation_shrinks_its_batch_on_out_of_memory_and_keeps_the_order(in_work_dir, monkeypatch):
     import torch
 

@@ -56,6 +56,7 @@ def trained_adapter(trainer) -> None:
             parameter.data.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention", ["sdpa", "flex_attention"])
 def test_packed_loss_equals_padded_loss(tmp_path, tiny_model_dir, fiqa_jsonl_dir, attention):
     common = ["--max_length", "1024", "--per_device_train_batch_size", "1"]
@@ -88,6 +89,7 @@ def test_packed_loss_equals_padded_loss(tmp_path, tiny_model_dir, fiqa_jsonl_dir
     assert trainer_loss == pytest.approx(manual_total / manual_tokens, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_autocast_adapter_dtype_false_keeps_lora_in_the_base_dtype(tmp_path, tiny_model_dir, fiqa_jsonl_dir):
     """PEFT upcasts the adapters of a bf16 model to float32; ``autocast_adapter_dtype: false`` keeps
     them bf16 (the cast TRL makes for QLoRA), before the optimizer is built from them."""

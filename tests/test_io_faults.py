@@ -92,6 +92,7 @@ def run_smoke(work: Path, *args: str) -> subprocess.CompletedProcess:
                           cwd=work, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("where", "named"),
     [

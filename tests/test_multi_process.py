@@ -59,6 +59,7 @@ def history(run: Path) -> list[dict]:
     return json.loads((run / "trainer_state.json").read_text())["log_history"]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_effective_batch(tmp_path):
     (tmp_path / "two").mkdir()
     (tmp_path / "one").mkdir()
@@ -98,6 +99,7 @@ def test_two_processes_match_one_process_with_the_same_effective_batch(tmp_path)
     assert eval_two == pytest.approx(eval_one, rel=3e-2)
 
 
+@pytest.mark.slow
 def test_two_processes_checkpoint_on_sigterm_and_resume(tmp_path):
     from tests.test_reliability import FAULTS
 

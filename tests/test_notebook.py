@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import REPO_ROOT
@@ -12,6 +13,7 @@ from tests.conftest import REPO_ROOT
 NOTEBOOK = REPO_ROOT / "examples" / "nemotron_fiqa_lora.ipynb"
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_the_smoke_recipe(tmp_path, monkeypatch):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     # The stored outputs come from a run whose settings sit in a cell tagged injected-parameters

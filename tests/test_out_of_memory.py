@@ -56,6 +56,7 @@ class FullGpu(RecipePlugin):
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("where", "said"), [("training", "at step 4"), ("evaluation", "in the evaluation after step 10")])
 def test_out_of_memory_is_one_paragraph_with_what_to_change(tmp_path, where, said):
     (tmp_path / "full_gpu.py").write_text(FULL_GPU)

@@ -116,6 +116,7 @@ def test_throughput_plugin_changes_no_setting():
     assert parse_recipe([SMOKE, "--include_num_input_tokens_seen", "no"]).training.include_num_input_tokens_seen == "no"
 
 
+@pytest.mark.slow
 def test_without_the_trainers_token_count_the_plugin_divides_trls_own(tmp_path):
     """The trainer's count costs a host sync every step; TRL counts the same tokens anyway and logs
     them as num_tokens, so a recipe may turn the trainer's off and keep tokens per second."""
@@ -165,6 +166,7 @@ def resumed_run(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_metrics_have_one_row_per_logged_step_across_kill_and_resume(resumed_run):
     import csv
 
@@ -185,6 +187,7 @@ def test_metrics_have_one_row_per_logged_step_across_kill_and_resume(resumed_run
     assert {r["step"]: r["loss"] for r in rows if r["kind"] == "train"} == history_losses
 
 
+@pytest.mark.slow
 def test_charts_exist_are_not_blank_and_plot_the_logged_values(resumed_run):
     import numpy as np
     from matplotlib.image import imread
@@ -301,6 +304,7 @@ def test_the_clock_restarts_after_every_callback_of_a_pause(monkeypatch):
     assert second["step_time_seconds"] == 1.0 and second["tokens_per_second"] == 200.0
 
 
+@pytest.mark.slow
 def test_replot_cli_compares_two_runs(resumed_run, tmp_path):
     # The second run is known only by its trainer_state.json, as any HF Trainer run would be.
     other = tmp_path / "other-run"
@@ -323,6 +327,7 @@ def test_replot_cli_compares_two_runs(resumed_run, tmp_path):
     assert labels == ["smoke train (EMA)", "smoke validation", "other-run train (EMA)", "other-run validation"]
 
 
+@pytest.mark.slow
 def test_replot_cli_explains_a_folder_without_metrics(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "plugins.loss_curves", str(tmp_path)],
@@ -333,13 +338,13 @@ def test_replot_cli_explains_a_folder_without_metrics(tmp_path):
 
 
 def test_readme_plugin_example_works(tmp_path, monkeypatch):
-    """The README's 'write your own' example, run as written: it stops training at the first evaluation."""
+    """The plugins guide's "write your own" example (docs/plugins.md), run as written: it stops training at the first evaluation."""
     import json
     import re
 
     from recipes.training import train
 
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = (REPO_ROOT / "docs" / "plugins.md").read_text()
     section = readme[readme.index("### Write your own"):]
     example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     (tmp_path / "my_plugins.py").write_text(example)

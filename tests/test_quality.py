@@ -95,6 +95,7 @@ def test_the_tune_slice_is_carved_from_train_and_never_reported(tmp_path, fiqa_c
         prepare_data(fiqa_csv_dir, tmp_path / "bad", "completion", tune_questions=len(train))
 
 
+@pytest.mark.slow
 def test_quality_harness_runs_trials_and_reports_the_one_chosen_on_the_tune_slice(tmp_path, fiqa_csv_dir,
                                                                                    tiny_model_dir):
     from bench.quality import main
@@ -193,6 +194,7 @@ def generation_eval_run(tmp_path_factory) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_generation_eval_logs_answer_scores_and_picks_the_best_checkpoint_by_them(generation_eval_run):
     run = generation_eval_run
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

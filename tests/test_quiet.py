@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -33,9 +34,34 @@ def test_each_known_message_is_silenced_and_other_messages_are_not():
     assert done.stdout.strip() == "['something else is deprecated']"
 
 
+# What bitsandbytes' CPU backend does at import on CPUs with AVX512-BF16, through kernels' public API.
+KERNEL_PROBE = textwrap.dedent(
+    """
+    import sys
+    import recipes  # installs the filters
+    from kernels import get_kernel
+    for repo in (sys.argv[1], "kernels-community/another-kernel"):
+        try:
+            get_kernel(repo, version=1)
+        except Exception:
+            pass  # not in the local cache: what an offline run meets
+    """
+)
+
+
+def test_the_offline_kernel_trust_message_is_silenced_for_bitsandbytes_kernel_only():
+    from recipes.quiet import BITSANDBYTES_CPU_KERNEL
+
+    done = subprocess.run([sys.executable, "-c", KERNEL_PROBE, BITSANDBYTES_CPU_KERNEL], capture_output=True,
+                          text=True, cwd=REPO_ROOT, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "Skipping publisher trust check for 'kernels-community/another-kernel'" in done.stderr
+    assert BITSANDBYTES_CPU_KERNEL not in done.stderr
+
+
 def test_the_cuda_allocator_gets_expandable_segments_unless_the_user_chose():
     probe = "import os, recipes; print(os.environ.get('PYTORCH_CUDA_ALLOC_CONF'))"
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")}
     fresh = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=60)
     assert fresh.stdout.strip() == "expandable_segments:True", fresh.stderr
     for variable in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):

@@ -354,6 +354,7 @@ def test_the_chat_recipe_is_the_qlora_recipe_in_nemotron_chat_format():
     assert chat["data_dir"] == "data/fiqa-nemotron-chat" and "plugins.generation_eval.GenerationEval" in chat["plugins"]
 
 
+@pytest.mark.slow
 def test_an_unreachable_hub_is_named_within_seconds(tmp_path, fiqa_jsonl_dir):
     """No HF_HUB_OFFLINE, a hub id not in the cache, and a hub that does not answer: one error, fast."""
     import os

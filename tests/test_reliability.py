@@ -96,6 +96,7 @@ def work(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_kill_9_then_the_same_command_resumes_and_finishes(work):
     command = ["--fault", "kill", "--fault_step", "25"]
     killed = run_smoke(work, *command)
@@ -113,6 +114,7 @@ def test_kill_9_then_the_same_command_resumes_and_finishes(work):
     assert manifest["status"] == "finished" and manifest["resumed_from"].endswith("checkpoint-20")
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(work):
     command = ["--fault", "term", "--fault_step", "25"]
     stopped = run_smoke(work, *command)
@@ -131,6 +133,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(work):
     assert train_steps(run) == list(range(2, 61, 2))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(work):
     stopped = run_smoke(work, "--fault", "nan", "--fault_step", "13")
     assert stopped.returncode == 3, stopped.stderr[-3000:]
@@ -184,6 +187,7 @@ def test_resume_auto_picks_the_newest_complete_checkpoint(tmp_path):
     assert resolve_resume(str(tmp_path / "checkpoint-10"), tmp_path) == str(tmp_path / "checkpoint-10")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_due_between_two_logs_is_not_written_from_broken_weights(work):
     """Logs at steps 7 and 14, checkpoints every 10: the NaN of step 9 is not logged before step 10's
     checkpoint, so the guard checks the weights a checkpoint would hold."""
@@ -194,6 +198,7 @@ def test_a_checkpoint_due_between_two_logs_is_not_written_from_broken_weights(wo
     assert not list(run.glob("checkpoint-*")) and not (run / "adapter_model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_run_manifest_records_provenance(work):
     finished = run_smoke(work, "--fault", "kill", "--fault_step", "999")
     assert finished.returncode == 0, finished.stderr[-3000:]
@@ -242,6 +247,7 @@ def test_resume_skips_a_checkpoint_whose_files_exist_but_are_damaged(tmp_path, d
     assert [(p.name, reason in why) for p, why in skipped] == [("checkpoint-20", True)]
 
 
+@pytest.mark.slow
 def test_a_rerun_says_which_checkpoint_it_skipped_and_resumes_from_the_whole_one(work):
     """A SIGTERM at step 13 leaves checkpoint-10 and the preemption checkpoint; tear the newer one."""
     stopped = run_smoke(work, "--fault", "term", "--fault_step", "13")
@@ -284,6 +290,7 @@ def test_overwriting_a_finished_run_also_forgets_its_evaluation_reports(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_resuming_with_other_settings_or_data_is_refused_unless_asked(work):
     """SIGTERM leaves a checkpoint; a rerun with another learning rate, or with changed data, is told
     what differs before anything loads, and goes on only with resume_despite_changes."""

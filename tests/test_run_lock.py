@@ -80,6 +80,7 @@ def test_a_run_into_a_busy_output_dir_exits_2_and_touches_nothing(tmp_path, caps
     assert sorted(p.name for p in out.iterdir()) == [lock.name]  # nothing written beside the lock
 
 
+@pytest.mark.slow
 def test_a_run_after_a_killed_one_takes_over_its_lock_and_finishes(tmp_path, capsys, monkeypatch):
     from recipes.run import main
     from recipes.run_lock import LOCK_NAME

@@ -113,6 +113,7 @@ def assert_stopped_once(work: Path, err: str, status: str) -> None:
     assert "Traceback" not in err, err[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("target", "signum", "code", "status"),
     [
@@ -140,6 +141,7 @@ def test_recipes_launch_stops_once_whoever_gets_the_signal(tmp_path, target, sig
     assert all(gone(pid) for pid in workers)
 
 
+@pytest.mark.slow
 def test_two_processes_stop_at_the_same_step_when_only_the_launcher_is_signalled(tmp_path):
     process = start(tmp_path, "recipes.launch", 2)
     wait_until_held(tmp_path, process, ranks=2)
@@ -152,6 +154,7 @@ def test_two_processes_stop_at_the_same_step_when_only_the_launcher_is_signalled
     assert all(gone(pid) for pid in workers)
 
 
+@pytest.mark.slow
 def test_two_processes_stop_together_when_one_worker_is_signalled(tmp_path):
     process = start(tmp_path, "recipes.launch", 2)
     wait_until_held(tmp_path, process, ranks=2)
@@ -162,17 +165,19 @@ def test_two_processes_stop_together_when_one_worker_is_signalled(tmp_path):
     assert_stopped_once(tmp_path, err, "preempted")
 
 
+@pytest.mark.slow
 def test_plain_accelerate_launch_killed_alone_leaves_no_worker_training(tmp_path):
-    """Plain `accelerate launch` (one process) dies at SIGTERM without passing it on; its worker
-    then gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and stops like a preemption."""
+    """Plain `accelerate launch` (one process) either dies at SIGTERM without passing it on
+    (accelerate 1.15: its worker then gets SIGTERM from the kernel, PR_SET_PDEATHSIG) or passes
+    it on and waits a few seconds (1.16: exit 143). Either way the worker stops like a preemption."""
     process = start(tmp_path, "accelerate")
     wait_until_held(tmp_path, process)
     (worker,) = child_pids(process.pid)
     os.kill(process.pid, signal.SIGTERM)
-    assert process.wait(timeout=60) == -signal.SIGTERM
+    assert process.wait(timeout=60) in (-signal.SIGTERM, 143)
     deadline = time.time() + 120
     while not gone(worker):
-        assert time.time() < deadline, "the orphaned worker is still running"
+        assert time.time() < deadline, "the worker is still running"
         time.sleep(0.2)
     run = tmp_path / "runs" / "smoke"
     manifest = json.loads((run / "run_manifest.json").read_text())
@@ -189,6 +194,7 @@ def test_a_signal_before_training_ends_in_one_line_with_the_signal_status(tmp_pa
     assert not (tmp_path / "runs" / "smoke" / "adapter_model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_recipes_launch_passes_on_the_exit_status_of_a_bad_recipe_without_a_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: 3\n")
