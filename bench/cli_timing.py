@@ -5,7 +5,7 @@
 Each command runs ``--repeats`` times in a fresh interpreter (after one unmeasured run that
 warms the file cache); the median wall time is reported. A recipe problem and ``--help``
 should answer before torch could even be imported, since they are checked from the key
-schema (``recipes.key_schema``).
+schema (``recipekit.config.schema``).
 """
 
 from __future__ import annotations

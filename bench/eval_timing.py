@@ -29,7 +29,7 @@ from contextlib import nullcontext
 from datetime import date
 from pathlib import Path
 
-from recipes.atomic_io import atomic_write_text
+from recipekit.runtime.atomic_io import atomic_write_text
 
 FIQA_TEST_QUESTIONS = 648
 
@@ -65,13 +65,17 @@ def train_short_run(recipe: str, model_dir: Path, data_dir: Path, output_dir: Pa
 def timed_predict(run_dir: Path, max_new_tokens: int, batch_size: int, generation_batch_size: int | None,
                   repetition_penalty: float) -> tuple[dict, list[dict], dict]:
     """The model-bound half of ``recipes.evaluate`` (the same functions), with a clock per phase."""
+    import gc
+
     import torch
 
-    from recipes.answers import generate_answers
-    from recipes.evaluate import answer_rows, load_for_evaluation, loss_and_perplexity
     from preprocess.prompt_format import detect_prompt_format
-
-    import gc
+    from recipekit.inference.answers import generate_answers
+    from recipekit.inference.evaluation import (
+        answer_rows,
+        load_for_evaluation,
+        loss_and_perplexity,
+    )
 
     gc.collect()  # the previous timing's model, if any, gives its memory back first
     if torch.cuda.is_available():
@@ -87,7 +91,7 @@ def timed_predict(run_dir: Path, max_new_tokens: int, batch_size: int, generatio
     questions, prompt_format = [r["question"] for r in records], detect_prompt_format(records[0])
     answers = {}
     if generation_batch_size is None:  # what generate_answers will choose, from the same inputs
-        from recipes.answers import auto_batch_size
+        from recipekit.inference.answers import auto_batch_size
 
         clock["auto_generation_batch_size"] = auto_batch_size(model, tokenizer, questions, prompt_format, max_new_tokens)
     for side, adapter in (("tuned", nullcontext()), ("base", model.disable_adapter())):  # as predict() does
@@ -135,7 +139,7 @@ def predict_stage(args) -> int:
 
 def score_stage(args) -> int:
     from bench.quality import hardware
-    from recipes.evaluate import score_predictions
+    from recipekit.inference.evaluation import score_predictions
 
     timing = json.loads(args.timing.read_text())
     for result in timing["results"]:
@@ -174,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.stage == "predict":
-        from recipes.evaluate import DEFAULT_GENERATION_BATCH_SIZE
+        from recipekit.inference.evaluation import DEFAULT_GENERATION_BATCH_SIZE
 
         args.generation_batch_size = args.generation_batch_size or [DEFAULT_GENERATION_BATCH_SIZE]
         return predict_stage(args)

@@ -35,7 +35,7 @@ def draw(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from recipes.atomic_io import atomic_save_figure
+    from recipekit.runtime.atomic_io import atomic_save_figure
 
     figure, axes = plt.subplots(figsize=(8, 4.5))
     for result in results:

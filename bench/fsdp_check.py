@@ -31,7 +31,7 @@ from datetime import date
 from pathlib import Path
 
 from bench.throughput import SHAPES, build_assets
-from recipes.checkpoints import checkpoint_problem
+from recipekit.rundir.checkpoints import checkpoint_problem
 
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 

@@ -7,7 +7,7 @@ Builds the recipe's ``SFTTrainer`` exactly as ``recipes.run`` does (no training)
 the tokenized training examples TRL made, then counts, over every example:
 
 - where the supervised tokens begin: is the unsupervised part exactly the prompt that
-  ``recipes.answers`` sends at inference (same tokens, special tokens included)?
+  ``recipekit.inference.answers`` sends at inference (same tokens, special tokens included)?
 - how each example ends: is the EOS that generation stops on supervised at its end,
   and is the pad token (distinct from EOS) never supervised?
 - truncation: how many examples lose their end (and so their EOS) to ``max_length``;
@@ -24,11 +24,11 @@ import sys
 
 
 def audit(argv: list[str]) -> dict:
-    from recipes.config import parse_recipe
-    from recipes.data import split_path
-    from recipes.answers import adds_special_tokens, prompt_text
     from preprocess.prompt_format import detect_prompt_format
-    from recipes.training import build_trainer
+    from recipekit.config.parse import parse_recipe
+    from recipekit.inference.answers import adds_special_tokens, prompt_text
+    from recipekit.training.data import split_path
+    from recipekit.training.trainer import build_trainer
 
     recipe = parse_recipe(argv)
     trainer, _ = build_trainer(recipe)

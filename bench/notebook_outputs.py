@@ -23,7 +23,7 @@ def execute_in_place(notebook_path: Path, timeout_s: int) -> None:
     import nbformat
     from nbclient import NotebookClient
 
-    from recipes.atomic_io import atomic_write_text
+    from recipekit.runtime.atomic_io import atomic_write_text
 
     notebook = nbformat.read(notebook_path, as_version=4)
     os.environ["HF_HUB_OFFLINE"] = "1"

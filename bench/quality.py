@@ -32,7 +32,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from recipes.atomic_io import atomic_write_text
+from recipekit.runtime.atomic_io import atomic_write_text
 
 TUNE, REPORT = "tune", "report"
 QUESTION_SETS = (TUNE, REPORT)
@@ -106,8 +106,8 @@ def train_trial(trial: dict, model_dir: Path, data: Path, work: Path, trained: d
     """Train the trial's recipe, or reuse the run of an earlier trial that trained the same thing."""
     import torch
 
-    from recipes.config import parse_recipe
-    from recipes.training import train
+    from recipekit.config.parse import parse_recipe
+    from recipekit.training.trainer import train
 
     key = (trial["recipe"], tuple(trial["overrides"]), trial["data_format"])
     if key in trained:
@@ -133,10 +133,14 @@ def run_trial(trial: dict, model_dir: Path, data: Path, work: Path, max_new_toke
     """
     import torch
 
-    from recipes.data import audit_truncation, read_split, records_dataset
-    from recipes.evaluate import answer_rows, loss_and_perplexity
-    from recipes.answers import generate_answers
-    from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
+    from recipekit.inference.answers import generate_answers
+    from recipekit.inference.evaluation import answer_rows, loss_and_perplexity
+    from recipekit.inference.trained_run import (
+        load_adapter_model,
+        load_run_recipe,
+        load_run_tokenizer,
+    )
+    from recipekit.training.data import audit_truncation, read_split, records_dataset
 
     started = time.perf_counter()
     run_dir, train_seconds = train_trial(trial, model_dir, data, work, trained)
@@ -192,8 +196,8 @@ def run(args) -> int:
 
 
 def score(args) -> int:
-    from recipes.evaluate import score_predictions
-    from recipes.scoring import DEFAULT_ENCODER
+    from recipekit.inference.evaluation import score_predictions
+    from recipekit.inference.scoring import DEFAULT_ENCODER
 
     paths = sorted((args.work / "trials").glob("*/quality/trial.json"))
     records = [json.loads(p.read_text(encoding="utf-8")) for p in paths]

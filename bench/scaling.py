@@ -180,7 +180,7 @@ def plot_losses(results: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from recipes.atomic_io import atomic_save_figure
+    from recipekit.runtime.atomic_io import atomic_save_figure
 
     recipes = list(dict.fromkeys(r["recipe"] for r in results if r.get("losses")))
     figure, axes = plt.subplots(1, len(recipes), figsize=(5.5 * len(recipes), 3.8), squeeze=False)

@@ -26,8 +26,15 @@ from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
-from bench.throughput import (RESULT_PREFIX, SHAPES, build_assets, logged_tokens, measured_run_overrides, parse_variant,
-                              run_worker)
+from bench.throughput import (
+    RESULT_PREFIX,
+    SHAPES,
+    build_assets,
+    logged_tokens,
+    measured_run_overrides,
+    parse_variant,
+    run_worker,
+)
 
 # First match wins; names are matched lower-cased. Checked against H200 traces of the recipes.
 KERNEL_KINDS: list[tuple[str, str]] = [
@@ -152,8 +159,8 @@ def profile_callback(step: int):
 
 
 def worker(spec: dict) -> dict:
-    from recipes.config import parse_recipe
-    from recipes.training import build_trainer
+    from recipekit.config.parse import parse_recipe
+    from recipekit.training.trainer import build_trainer
 
     argv = [spec["recipe"], *shlex.split(spec.get("overrides", "")),
             *measured_run_overrides(spec["model_dir"], spec["data_dir"], spec["output_dir"], spec["profile_step"])]

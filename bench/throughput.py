@@ -65,7 +65,7 @@ def build_assets(work: Path, shape_name: str, data_dir: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from recipes.smoke_assets import build_tokenizer
+    from recipekit.training.smoke_assets import build_tokenizer
 
     model_dir = work / f"random-{shape_name}"
     if (model_dir / "config.json").is_file():
@@ -123,8 +123,8 @@ def measured_run_overrides(model_dir, data_dir, output_dir, max_steps: int, log_
 
 
 def run_recipe_variant(spec: dict) -> dict:
-    from recipes.config import parse_recipe
-    from recipes.training import build_trainer
+    from recipekit.config.parse import parse_recipe
+    from recipekit.training.trainer import build_trainer
 
     argv = [spec["recipe"], *shlex.split(spec.get("overrides", "")),
             *measured_run_overrides(spec["model_dir"], spec["data_dir"], spec["output_dir"],

@@ -161,12 +161,11 @@ def run_unsloth_variant(spec: dict) -> dict:
 
     # Unsloth first: it patches transformers, peft and trl as it is imported, and warns (and runs
     # unpatched code) when they were imported before it.
-    import unsloth  # noqa: F401
-    from unsloth import FastLanguageModel
-
     import torch
+    import unsloth  # noqa: F401
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
+    from unsloth import FastLanguageModel
 
     from plugins.throughput import ThroughputCallback
 

@@ -26,12 +26,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from recipes.errors import RecipeError
+from recipekit.errors import RecipeError
 
 if TYPE_CHECKING:
     from transformers import Trainer, TrainerCallback
 
-    from recipes.config import Recipe
+    from recipekit.config.recipe import Recipe
 
 
 class RecipePlugin:

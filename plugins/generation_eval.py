@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from transformers import TrainerCallback
 
 from plugins.base import RecipePlugin
-from recipes.errors import RecipeError
-from recipes.answers import DEFAULT_REPETITION_PENALTY
-from recipes.scoring import DEFAULT_ENCODER, SHORT_ANSWER_WORDS
+from recipekit.errors import RecipeError
+from recipekit.inference.answers import DEFAULT_REPETITION_PENALTY
+from recipekit.inference.scoring import DEFAULT_ENCODER, SHORT_ANSWER_WORDS
 
 GENERATION_METRICS = ("eval_similarity", "eval_rougeL", "eval_answer_words", "eval_short_answers")
 
@@ -64,8 +64,8 @@ class GenerationEvalCallback(TrainerCallback):
         self.reference_embeddings = None  # the references do not change between evaluations: embedded once
 
     def score(self, model, tokenizer) -> dict[str, float]:
-        from recipes.answers import generate_answers
-        from recipes.scoring import cosines, embed, rouge_l
+        from recipekit.inference.answers import generate_answers
+        from recipekit.inference.scoring import cosines, embed, rouge_l
 
         was_training = model.training
         model.eval()
@@ -123,7 +123,7 @@ class GenerationEval(RecipePlugin):
 
     def callbacks(self, recipe) -> list[TrainerCallback]:
         from preprocess.prompt_format import detect_prompt_format
-        from recipes.data import read_split
+        from recipekit.training.data import read_split
 
         records = read_split(recipe.recipe.data_dir, recipe.recipe.eval_split)  # errors name the file and line
         wanted = self.config.generation_eval_questions

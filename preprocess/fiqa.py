@@ -17,17 +17,17 @@ import statistics
 import sys
 from pathlib import Path
 
-from recipes.atomic_io import atomic_write_bytes, atomic_write_text
 from preprocess.fiqa_source import (
     HUB_REPO_ID,
     SPLIT_FILES,
-    FiqaDataError,
     ParsedSplit,
     hub_split_files,
     local_split_files,
     read_split_csv,
 )
 from preprocess.prompt_format import PROMPT_FORMATS, SYSTEM_PROMPT, build_example
+from recipekit.cli import run_command
+from recipekit.runtime.atomic_io import atomic_write_bytes, atomic_write_text
 
 DEFAULT_OUT = "data/fiqa"
 
@@ -145,14 +145,13 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    try:
-        manifest = preprocess(args.out, args.source, args.prompt_format, args.on_bad_row, args.revision)
-    except FiqaDataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(lambda: preprocess_and_report(args))
+
+
+def preprocess_and_report(args: argparse.Namespace) -> None:
+    manifest = preprocess(args.out, args.source, args.prompt_format, args.on_bad_row, args.revision)
     print(f"FiQA ({manifest['format']} format) from {manifest['source']} -> {args.out}")
     print(summary_table(manifest))
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from recipes.file_checks import control_character, starts_as_utf16, unreadable_reason
+from recipekit.errors import RecipeError
+from recipekit.runtime.file_checks import (
+    control_character,
+    starts_as_utf16,
+    unreadable_reason,
+)
 
 HUB_REPO_ID = "explodinggradients/fiqa"
 # Output split name -> CSV file name in the hub layout (config ``main``).
@@ -33,7 +38,7 @@ MAX_ANSWER_CHARS = 200_000
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
-class FiqaDataError(Exception):
+class FiqaDataError(RecipeError):
     """Raised for input that cannot be turned into training data; the message says how to fix it."""
 
 

@@ -1,10 +1,10 @@
-"""Declarative YAML recipes that train LoRA / QLoRA adapters with TRL's SFTTrainer, and the commands around them."""
+"""The recipes users copy (``*.yaml``) and the commands that run them:
 
-from recipes.allocator import prefer_expandable_segments
-from recipes.quiet import quiet_known_noise
+- ``accelerate launch -m recipes.run RECIPE.yaml [--key value ...]``: train one adapter
+- ``python -m recipes.launch ...``: the same under a scheduler (exit statuses, signals)
+- ``python -m recipes.evaluate RUN_DIR``: base model against the tuned adapter
+- ``python -m recipes.generate RUN_DIR "question"``: answers from the tuned adapter
+- ``python -m recipes.merge RUN_DIR --out DIR``: a plain model with the adapter folded in
 
-# Before anything imports transformers (which imports bitsandbytes): the filters are narrow, one
-# known message each (see recipes/quiet.py), and every command of the project imports this package.
-quiet_known_noise()
-# Before anything touches CUDA: reserved memory close to what is in use (see recipes/allocator.py).
-prefer_expandable_segments()
+The machinery behind them lives in ``recipekit``.
+"""

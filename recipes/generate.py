@@ -7,15 +7,21 @@ trained on (greedy with a repetition penalty, stopping at EOS). ``--base`` answe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 from preprocess.prompt_format import detect_prompt_format
-from recipes.data import split_path
-from recipes.errors import RecipeError
-from recipes.answers import DEFAULT_REPETITION_PENALTY, generate_answers
-from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
+from recipekit.cli import run_command
+from recipekit.errors import RecipeError
+from recipekit.inference.answers import DEFAULT_REPETITION_PENALTY, generate_answers
+from recipekit.inference.trained_run import (
+    load_adapter_model,
+    load_run_recipe,
+    load_run_tokenizer,
+)
+from recipekit.training.data import split_path
 
 
 def run_prompt_format(recipe) -> str:
@@ -37,7 +43,7 @@ def run_prompt_format(recipe) -> str:
 def read_questions(args) -> list[str]:
     questions = list(args.questions)
     if args.file:
-        from recipes.file_checks import control_character, read_text
+        from recipekit.runtime.file_checks import control_character, read_text
 
         text = read_text(args.file, "--file", "Give a UTF-8 text file with one question per line.")
         if bad := control_character(text):
@@ -64,31 +70,26 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    try:
-        questions = read_questions(args)
-        recipe = load_run_recipe(args.run_dir)
-        prompt_format = run_prompt_format(recipe)  # before the model loads: a bad file fails in seconds
-        tokenizer = load_run_tokenizer(args.run_dir)
-        model = load_adapter_model(args.run_dir, recipe)
-    except RecipeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def answer_questions(args: argparse.Namespace) -> None:
+    questions = read_questions(args)
+    recipe = load_run_recipe(args.run_dir)
+    prompt_format = run_prompt_format(recipe)  # before the model loads: a bad file fails in seconds
+    tokenizer = load_run_tokenizer(args.run_dir)
+    model = load_adapter_model(args.run_dir, recipe)
     source = "the base model alone, adapter disabled" if args.base else "the base model + this run's adapter"
     print(f"Answers of {source} ({recipe.model.model_name_or_path}; {prompt_format} prompt format, greedy, "
           f"repetition penalty {args.repetition_penalty}):\n")
     decoding = dict(repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
-    if args.base:
-        with model.disable_adapter():
-            answers = generate_answers(model, tokenizer, questions, prompt_format, args.max_new_tokens, args.batch_size,
-                                       **decoding)
-    else:
+    with model.disable_adapter() if args.base else contextlib.nullcontext():
         answers = generate_answers(model, tokenizer, questions, prompt_format, args.max_new_tokens, args.batch_size,
                                    **decoding)
     for question, answer in zip(questions, answers):
         print(f"Question: {question}\nAnswer: {answer.text}\n")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    return run_command(lambda: answer_questions(args))
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ needs and plain ``accelerate launch`` does not do:
 
 - SIGTERM or SIGINT sent to this process (Kubernetes, Slurm and most job runners signal
   only the launcher) is passed to every training process, and this process waits for them:
-  they finish the step in progress, write one checkpoint and exit (``recipes.stop_signals``).
-  Plain ``accelerate launch`` on one process dies at once and leaves its worker orphaned;
-  on several it gives the workers 30 s before SIGKILL, whatever the grace period.
+  they finish the step in progress, write one checkpoint and exit (``recipekit.runtime.signals``).
+  Plain ``accelerate launch`` on one process differs between versions: 1.15 dies at once and
+  leaves its worker to the kernel's parent-death signal; 1.16 passes SIGTERM on and SIGKILLs
+  the worker 5 s later. On several processes it gives the workers 30 s before SIGKILL,
+  whatever the grace period.
 - The exit status is the training processes' own (0, 2 for a recipe or data error, 3 for a
   non-finite loss, 143 after SIGTERM, 130 after Ctrl-C), without the launcher's traceback
   that plain ``accelerate launch`` adds to every non-zero exit.
@@ -26,10 +28,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from recipes.stop_signals import STOP_SIGNALS, exit_code_for
+from recipekit.errors import ExitCode
+from recipekit.runtime.signals import STOP_SIGNALS, exit_code_for
 
 # Codes a training process ends with on purpose, having already said why in one paragraph.
-EXPLAINED_EXIT_CODES = frozenset({2, 3, *(exit_code_for(s) for s in STOP_SIGNALS)})
+EXPLAINED_EXIT_CODES = frozenset(code for code in ExitCode if code != ExitCode.OK)
 
 
 def child_pids(parent: int) -> list[int]:

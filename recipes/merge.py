@@ -13,8 +13,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from recipes.errors import RecipeError
-from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
+from recipekit.cli import run_command
+from recipekit.errors import RecipeError
+from recipekit.inference.trained_run import (
+    load_adapter_model,
+    load_run_recipe,
+    load_run_tokenizer,
+)
 
 
 def merge_run(run_dir: Path, out_dir: Path, overwrite: bool = False) -> Path:
@@ -50,13 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the merged model")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     args = parser.parse_args(argv)
-    try:
-        out = merge_run(args.run_dir, args.out, args.overwrite)
-    except RecipeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"merged model saved to {out}")
-    return 0
+    return run_command(lambda: print(f"merged model saved to {merge_run(args.run_dir, args.out, args.overwrite)}"))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 ``python -m recipes.run`` behaves the same on one process; with no recipe it runs
 ``recipes/smoke.yaml``. The recipe is checked, and ``--help`` answered, from the key schema
-before torch, transformers or TRL is imported (``recipes.config``, ``recipes.recipe_help``);
-the training itself is ``recipes.training``. Exit status: 0 done, 2 a recipe, data or setup
+before torch, transformers or TRL is imported (``recipekit.config.parse``, ``recipekit.config.help``);
+the training itself is ``recipekit.training.trainer``. Exit status: 0 done, 2 a recipe, data or setup
 problem, 3 a non-finite loss, 74 a failed write, 143 / 130 stopped by SIGTERM / SIGINT.
 """
 
@@ -12,10 +12,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from recipes.config import load_recipe_file, parse_recipe
-from recipes.errors import RecipeError, RunStopped
-from recipes.recipe_help import help_text, wants_help
-from recipes.stop_signals import STOP, StopBeforeTraining, die_with_launcher, exit_code_for, signal_name
+from recipekit.cli import run_command
+from recipekit.config.help import help_text, wants_help
+from recipekit.config.parse import load_recipe_file, parse_recipe
+from recipekit.errors import ExitCode
+from recipekit.runtime.signals import (
+    STOP,
+    StopBeforeTraining,
+    die_with_launcher,
+    exit_code_for,
+    signal_name,
+)
 
 
 def recipe_values_for_help(argv: list[str]) -> dict | None:
@@ -25,29 +32,30 @@ def recipe_values_for_help(argv: list[str]) -> dict | None:
     return load_recipe_file(Path(argv[0]))
 
 
+def train_or_answer_help(argv: list[str]) -> int:
+    """Answer ``--help``, or parse the recipe and train it."""
+    asked, everything = wants_help(argv)
+    if asked:
+        print(help_text(recipe_values_for_help(argv), everything))
+        return ExitCode.OK
+    recipe = parse_recipe(argv)
+    from recipekit.training.trainer import (
+        train,  # torch, transformers and TRL: only for a valid recipe
+    )
+
+    train(recipe)
+    return ExitCode.OK
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     die_with_launcher()
-    STOP.install()  # from here, SIGTERM / SIGINT end the run in one line (recipes.stop_signals)
+    STOP.install()  # from here, SIGTERM / SIGINT end the run in one line (recipekit.runtime.signals)
     try:
-        asked, everything = wants_help(argv)
-        if asked:
-            print(help_text(recipe_values_for_help(argv), everything))
-            return 0
-        recipe = parse_recipe(argv)
-        from recipes.training import train
-
-        train(recipe)
-    except RecipeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RunStopped as exc:
-        print(f"stopped: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return run_command(lambda: train_or_answer_help(argv))
     except StopBeforeTraining as stop:  # a signal while the recipe was read or the libraries loaded
         print(f"stopped: {signal_name(stop.signum)} received before training began.", file=sys.stderr)
         return exit_code_for(stop.signum)
-    return 0
 
 
 if __name__ == "__main__":

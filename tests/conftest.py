@@ -38,7 +38,7 @@ def fiqa_jsonl_dir(tmp_path_factory, fiqa_csv_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """The smoke recipe's tiny Llama and its BPE tokenizer, saved like a hub model."""
-    from recipes.smoke_assets import save_tiny_llama
+    from recipekit.training.smoke_assets import save_tiny_llama
 
     return save_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
 
@@ -53,8 +53,8 @@ def tiny_tokenizer(tiny_model_dir):
 def train_smoke_in(work: Path, *overrides: str) -> Path:
     """Train the smoke recipe (plus ``overrides``) with its relative paths resolved in ``work``;
     returns the run's output dir."""
-    from recipes.config import parse_recipe
-    from recipes.training import train
+    from recipekit.config.parse import parse_recipe
+    from recipekit.training.trainer import train
 
     previous = Path.cwd()
     os.chdir(work)

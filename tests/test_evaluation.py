@@ -28,7 +28,7 @@ def in_work_dir(smoke_run, monkeypatch):
 
 @pytest.mark.slow
 def test_scores_are_what_they_claim():
-    from recipes.scoring import rouge_l, semantic_similarity, summarise
+    from recipekit.inference.scoring import rouge_l, semantic_similarity, summarise
 
     same = semantic_similarity(["An index fund holds a whole market."], ["An index fund holds a whole market."])
     assert same[0] == pytest.approx(1.0, abs=1e-4)
@@ -82,8 +82,12 @@ def test_generation_uses_the_training_prompt_and_left_padding(in_work_dir):
     import torch
 
     from preprocess.prompt_format import build_prompt
-    from recipes.answers import generate_answers, prompt_text
-    from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
+    from recipekit.inference.answers import generate_answers, prompt_text
+    from recipekit.inference.trained_run import (
+        load_adapter_model,
+        load_run_recipe,
+        load_run_tokenizer,
+    )
 
     recipe = load_run_recipe(in_work_dir)
     tokenizer = load_run_tokenizer(in_work_dir)
@@ -107,8 +111,12 @@ def test_generation_uses_the_training_prompt_and_left_padding(in_work_dir):
 def test_generation_shrinks_its_batch_on_out_of_memory_and_keeps_the_order(in_work_dir, monkeypatch):
     import torch
 
-    from recipes.answers import generate_answers
-    from recipes.trained_run import load_adapter_model, load_run_recipe, load_run_tokenizer
+    from recipekit.inference.answers import generate_answers
+    from recipekit.inference.trained_run import (
+        load_adapter_model,
+        load_run_recipe,
+        load_run_tokenizer,
+    )
 
     recipe = load_run_recipe(in_work_dir)
     tokenizer = load_run_tokenizer(in_work_dir)
@@ -167,7 +175,7 @@ NEMOTRON_SHAPE = dict(hidden_size=4096, num_hidden_layers=32, num_attention_head
 def test_bytes_per_question_counts_the_cache_the_prefill_and_the_logits():
     from transformers import LlamaConfig
 
-    from recipes.answers import bytes_per_question
+    from recipekit.inference.answers import bytes_per_question
 
     config = LlamaConfig(**NEMOTRON_SHAPE)
     cache_per_token = 2 * 32 * 8 * 128 * 2  # keys and values, 32 layers, 8 KV heads of 128, bf16
@@ -204,7 +212,11 @@ def fake_gpu_memory(monkeypatch, free, reserved: int = 0, allocated: int = 0) ->
 
 
 def test_auto_generation_batch_fills_free_gpu_memory_and_no_more(monkeypatch):
-    from recipes.answers import GPU_MEMORY_SHARE, bytes_per_question, fitting_batch_size
+    from recipekit.inference.answers import (
+        GPU_MEMORY_SHARE,
+        bytes_per_question,
+        fitting_batch_size,
+    )
 
     model, gib = FakeGpuModel(), 2**30
     per_question = bytes_per_question(model.config, 120, 256)
@@ -219,7 +231,11 @@ def test_auto_generation_batch_fills_free_gpu_memory_and_no_more(monkeypatch):
 
 
 def test_auto_generation_batch_on_several_gpus_follows_the_fullest(monkeypatch):
-    from recipes.answers import GPU_MEMORY_SHARE, bytes_per_question, fitting_batch_size
+    from recipekit.inference.answers import (
+        GPU_MEMORY_SHARE,
+        bytes_per_question,
+        fitting_batch_size,
+    )
 
     gib = 2**30
     model = FakeGpuModel(gpus=(0, 1))  # device_map="auto": layers split over two cards
@@ -231,7 +247,11 @@ def test_auto_generation_batch_on_several_gpus_follows_the_fullest(monkeypatch):
 def test_auto_generation_batch_for_configs_of_other_shapes(monkeypatch, capsys):
     from transformers import GPTNeoConfig, MambaConfig
 
-    from recipes.answers import FALLBACK_GENERATION_BATCH_SIZE, bytes_per_question, fitting_batch_size
+    from recipekit.inference.answers import (
+        FALLBACK_GENERATION_BATCH_SIZE,
+        bytes_per_question,
+        fitting_batch_size,
+    )
 
     neo = GPTNeoConfig(hidden_size=256, num_layers=4, num_heads=8, vocab_size=1000,
                        attention_types=[[["global", "local"], 2]])  # intermediate_size None
@@ -244,8 +264,11 @@ def test_auto_generation_batch_for_configs_of_other_shapes(monkeypatch, capsys):
 
 
 def test_auto_generation_batch_on_a_cpu(in_work_dir):
-    from recipes.answers import FALLBACK_GENERATION_BATCH_SIZE, fitting_batch_size
-    from recipes.trained_run import load_adapter_model, load_run_recipe
+    from recipekit.inference.answers import (
+        FALLBACK_GENERATION_BATCH_SIZE,
+        fitting_batch_size,
+    )
+    from recipekit.inference.trained_run import load_adapter_model, load_run_recipe
 
     model = load_adapter_model(in_work_dir, load_run_recipe(in_work_dir))
     assert fitting_batch_size(model, 5, 40, 16) == 5
@@ -253,7 +276,7 @@ def test_auto_generation_batch_on_a_cpu(in_work_dir):
 
 
 def test_scoring_embeds_the_references_once_for_both_sides(monkeypatch):
-    import recipes.evaluate as evaluate
+    import recipekit.inference.evaluation as evaluate
 
     calls = []
     real_embed = evaluate.embed
@@ -291,8 +314,8 @@ def test_merge_gives_a_plain_model_with_the_same_outputs(in_work_dir, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from recipekit.inference.trained_run import load_adapter_model, load_run_recipe
     from recipes.merge import main
-    from recipes.trained_run import load_adapter_model, load_run_recipe
 
     out = tmp_path / "merged"
     assert main([str(in_work_dir), "--out", str(out)]) == 0
@@ -362,8 +385,8 @@ def test_a_gpu_trained_run_can_be_read_on_a_cpu_machine(tmp_path):
 
     import torch
 
-    from recipes.errors import RecipeError
-    from recipes.trained_run import load_base_model, load_run_recipe
+    from recipekit.errors import RecipeError
+    from recipekit.inference.trained_run import load_base_model, load_run_recipe
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")  # CI and the dev machines have none
@@ -384,8 +407,8 @@ def test_a_gpu_trained_run_can_be_read_on_a_cpu_machine(tmp_path):
      ('{"peft_type": "LORA", "r": "eight"}', "no positive integer rank")],
 )
 def test_a_damaged_adapter_config_is_named_before_the_model_loads(tmp_path, config, says):
-    from recipes.errors import RecipeError
-    from recipes.trained_run import load_run_recipe
+    from recipekit.errors import RecipeError
+    from recipekit.inference.trained_run import load_run_recipe
 
     run = tmp_path / "run"
     run.mkdir()
@@ -396,8 +419,8 @@ def test_a_damaged_adapter_config_is_named_before_the_model_loads(tmp_path, conf
 
 
 def test_evaluation_needs_question_and_answer_before_the_model_loads(tmp_path):
-    from recipes.errors import RecipeError
-    from recipes.evaluate import check_evaluation_records
+    from recipekit.errors import RecipeError
+    from recipekit.inference.evaluation import check_evaluation_records
 
     with pytest.raises(RecipeError, match=r"record 2: no `answer` text"):
         check_evaluation_records([{"question": "q", "answer": "a", "prompt": "p"}, {"question": "q", "prompt": "p"}],

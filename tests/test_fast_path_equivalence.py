@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recipes.training import build_trainer
+from recipekit.training.trainer import build_trainer
 from tests.test_masking import make_recipe
 
 
@@ -124,7 +124,7 @@ def tiny_peft_model(dtype):
 
 
 def test_adapters_stay_as_peft_made_them_where_no_single_base_dtype_exists(capsys):
-    from recipes.training import keep_adapters_in_model_dtype_or_say_why
+    from recipekit.training.trainer import keep_adapters_in_model_dtype_or_say_why
 
     model = tiny_peft_model(torch.bfloat16)
     model.base_model.model.lm_head.float()  # a model that keeps one module in float32
@@ -134,7 +134,7 @@ def test_adapters_stay_as_peft_made_them_where_no_single_base_dtype_exists(capsy
 
 
 def test_under_fsdp_the_note_says_the_key_has_no_effect(monkeypatch, capsys):
-    from recipes.training import keep_adapters_in_model_dtype_or_say_why
+    from recipekit.training.trainer import keep_adapters_in_model_dtype_or_say_why
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     model = tiny_peft_model(torch.bfloat16)

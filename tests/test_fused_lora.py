@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from recipes.fused_lora import FusedForward, fuse_lora_forward
+from recipekit.fast_paths.fused_lora import FusedForward, fuse_lora_forward
 
 
 def tiny_lora_model(dropout: float = 0.0, target_modules="all-linear", **lora_kwargs):
@@ -136,7 +136,7 @@ def test_installing_twice_is_a_no_op_and_a_model_without_lora_gets_none():
 def test_the_recipe_key_installs_it_on_the_trainers_model(tmp_path, tiny_model_dir, fiqa_jsonl_dir, capsys):
     from peft.tuners.lora import LoraLayer
 
-    from recipes.training import build_trainer
+    from recipekit.training.trainer import build_trainer
     from tests.test_masking import make_recipe
 
     trainer, _ = build_trainer(make_recipe(tmp_path / "fused", tiny_model_dir, fiqa_jsonl_dir,

@@ -8,8 +8,8 @@ import pickle
 import pytest
 import torch
 
-from recipes.fused_lora import FusedLinear, fuse_lora_forward
-from recipes.fused_qkv import LoraQKV, group_qkv_projections
+from recipekit.fast_paths.fused_lora import FusedLinear, fuse_lora_forward
+from recipekit.fast_paths.fused_qkv import LoraQKV, group_qkv_projections
 from tests.test_fused_lora import loss_and_grads, tiny_lora_model
 
 
@@ -259,8 +259,8 @@ def test_grouping_twice_is_a_no_op_and_4bit_or_partial_targets_get_none():
 
 def test_the_recipe_keys_install_it_and_refuse_it_without_the_fused_forward(tmp_path, tiny_model_dir,
                                                                              fiqa_jsonl_dir, capsys):
-    from recipes.errors import RecipeError
-    from recipes.training import build_trainer
+    from recipekit.errors import RecipeError
+    from recipekit.training.trainer import build_trainer
     from tests.test_masking import make_recipe
 
     trainer, _ = build_trainer(make_recipe(tmp_path / "grouped", tiny_model_dir, fiqa_jsonl_dir,
@@ -282,7 +282,7 @@ def test_the_recipe_keys_install_it_and_refuse_it_without_the_fused_forward(tmp_
 def test_it_is_not_applied_under_fsdp_or_deepspeed(capsys, monkeypatch, sharding):
     from types import SimpleNamespace
 
-    from recipes.training import group_qkv_projections_or_say_why
+    from recipekit.training.trainer import group_qkv_projections_or_say_why
 
     model = tiny_lora_model(target_modules=["q_proj", "k_proj", "v_proj"])
     fuse_lora_forward(model)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from recipes.errors import RecipeError
-from recipes.io_faults import io_fault
+from recipekit.errors import RecipeError
+from recipekit.runtime.io_faults import io_fault
 from tests.conftest import REPO_ROOT
 
 SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
@@ -71,7 +71,7 @@ class _Fault(TrainerCallback):
         elif self.where == "metrics":
             once(os, "fsync", OSError(errno.ENOSPC, "No space left on device"))
         else:
-            import recipes.atomic_io as atomic_io
+            import recipekit.runtime.atomic_io as atomic_io
             once(atomic_io, "atomic_write_bytes", OSError(errno.ENOSPC, "No space left on device", "loss.png"),
                  when=lambda path, data: str(path).endswith(".png"))
 
@@ -134,7 +134,7 @@ def test_io_faults_are_recognised_in_the_forms_libraries_report_them():
 
 
 def test_later_commands_refuse_an_adapter_the_run_failed_to_finish(tmp_path):
-    from recipes.trained_run import load_run_recipe
+    from recipekit.inference.trained_run import load_run_recipe
 
     run = tmp_path / "run"
     run.mkdir()

@@ -10,15 +10,15 @@ import textwrap
 
 import pytest
 
-from recipes.config import parse_recipe
-from recipes.errors import RecipeError
-from recipes.key_schema import SCHEMA_FILE, build_schema, schema_text
-from recipes.recipe_help import GROUPS, help_text
+from recipekit.config.help import GROUPS, help_text
+from recipekit.config.parse import parse_recipe
+from recipekit.config.schema import SCHEMA_FILE, build_schema, schema_text
+from recipekit.errors import RecipeError
 from tests.conftest import REPO_ROOT
 
 
 def test_the_committed_schema_equals_the_installed_libraries_fields():
-    """Fails when TRL or transformers change a field; `python -m recipes.key_schema` rewrites it."""
+    """Fails when TRL or transformers change a field; `python -m recipekit.config.schema` rewrites it."""
     assert SCHEMA_FILE.read_text(encoding="utf-8") == schema_text(build_schema())
 
 

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from recipes.config import parse_recipe
-from recipes.training import build_trainer
+from recipekit.config.parse import parse_recipe
+from recipekit.training.trainer import build_trainer
 
 SMOKE = "recipes/smoke.yaml"
 
@@ -115,7 +115,7 @@ def test_truncation_without_answer_tokens_is_counted_and_left_out(tmp_path, tiny
 
 
 def test_max_length_too_short_for_most_prompts_is_refused(tmp_path, tiny_model_dir, tiny_tokenizer, fiqa_jsonl_dir):
-    from recipes.errors import RecipeError
+    from recipekit.errors import RecipeError
 
     records = source_records(fiqa_jsonl_dir)
     shortest_prompt = min(len(tiny_tokenizer(r["prompt"])["input_ids"]) for r in records)
@@ -141,9 +141,10 @@ def test_chat_format_masks_everything_before_the_assistant_turn(tmp_path, tiny_m
 
 @pytest.mark.parametrize("pad_token", [None, "<|eot_id|>"])
 def test_pad_equal_to_eos_is_refused(tmp_path, tiny_model_dir, fiqa_jsonl_dir, pad_token):
-    from recipes.config import RecipeError
-    from recipes.model_setup import load_tokenizer
     from transformers import AutoTokenizer
+
+    from recipekit.config.parse import RecipeError
+    from recipekit.training.model import load_tokenizer
 
     model_dir = tmp_path / "no-pad"
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -161,11 +162,11 @@ def test_pad_equal_to_eos_is_refused(tmp_path, tiny_model_dir, fiqa_jsonl_dir, p
                                                           ("chat", None)])
 def test_the_pre_load_audit_tokenizes_exactly_as_the_trainer(tmp_path, tiny_model_dir, fiqa_csv_dir, prompt_format,
                                                               eos_token):
-    """recipes.data.token_spans repeats TRL's tokenization before the model loads; the trainer's own
+    """recipekit.training.data.token_spans repeats TRL's tokenization before the model loads; the trainer's own
     tokenized dataset must give the same prompt and total lengths, so a change in TRL fails here."""
     from preprocess.fiqa import preprocess
-    from recipes.data import load_split, tokenize_like_trl
-    from recipes.model_setup import load_tokenizer
+    from recipekit.training.data import load_split, tokenize_like_trl
+    from recipekit.training.model import load_tokenizer
 
     data = tmp_path / "data"
     preprocess(data, source_dir=fiqa_csv_dir, prompt_format=prompt_format)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from recipes.out_of_memory import is_out_of_memory, out_of_memory_message
+from recipekit.runtime.out_of_memory import is_out_of_memory, out_of_memory_message
 from tests.conftest import REPO_ROOT
 
 SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from recipes.config import parse_recipe
-from recipes.errors import RecipeError
+from recipekit.config.parse import parse_recipe
+from recipekit.errors import RecipeError
 from recipes.run import main
 from tests.conftest import REPO_ROOT
 
@@ -219,7 +219,7 @@ def test_throughput_figures_are_logged(resumed_run, tiny_tokenizer):
     # Non-padding tokens: after 6 epochs the count equals 6 x the tokens of the (truncated) training set.
     from datasets import load_dataset
 
-    from recipes.data import token_spans
+    from recipekit.training.data import token_spans
 
     train = load_dataset("json", data_files=str(resumed_run.parent / "smoke-assets" / "fiqa" / "train.jsonl"), split="train")
     tokens_per_epoch = sum(min(total, 512) for _, total in token_spans(train, tiny_tokenizer))
@@ -342,7 +342,7 @@ def test_readme_plugin_example_works(tmp_path, monkeypatch):
     import json
     import re
 
-    from recipes.training import train
+    from recipekit.training.trainer import train
 
     readme = (REPO_ROOT / "docs" / "plugins.md").read_text()
     section = readme[readme.index("### Write your own"):]

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from preprocess.fiqa_source import FiqaDataError, read_split_csv
-from recipes.file_checks import control_character
+from recipekit.runtime.file_checks import control_character
 
 GOOD = ("What is a bond?", repr(["A bond is a loan.", "Another answer."]))
 

@@ -14,7 +14,7 @@ SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
 
 
 def test_paired_bootstrap_interval_follows_the_evidence():
-    from recipes.scoring import paired_bootstrap
+    from recipekit.inference.scoring import paired_bootstrap
 
     constant = paired_bootstrap([0.3] * 20, [0.4] * 20)
     assert constant["mean"] == pytest.approx(0.1) and constant["ci95"] == pytest.approx([0.1, 0.1])
@@ -36,7 +36,7 @@ def test_paired_bootstrap_interval_follows_the_evidence():
 
 
 def test_answer_lengths_count_empty_and_short_answers():
-    from recipes.scoring import answer_lengths
+    from recipekit.inference.scoring import answer_lengths
 
     loop = "I think you should qualify for a 401-K Plan. " * 3
     counts = answer_lengths(["", "Buy an index fund.", " ".join(f"word{i}" for i in range(12)), loop])
@@ -45,7 +45,7 @@ def test_answer_lengths_count_empty_and_short_answers():
 
 
 def test_score_predictions_reports_both_sides_and_the_gain():
-    from recipes.evaluate import score_predictions
+    from recipekit.inference.evaluation import score_predictions
 
     rows = [
         {"question": "q1", "reference": "An index fund holds the whole market at low cost.",
@@ -150,10 +150,10 @@ def test_prompt_formats_round_trip_and_nemotron_puts_instructions_in_the_user_tu
 
 def test_nemotron_chat_trains_on_exactly_the_prompt_generation_sends(tmp_path, fiqa_csv_dir, tiny_model_dir, monkeypatch):
     """With a Llama-3-style chat template: the unsupervised part of every training example is
-    token for token the prompt recipes.answers renders, and each answer ends in a supervised EOS."""
+    token for token the prompt recipekit.inference.answers renders, and each answer ends in a supervised EOS."""
     from bench.masking_audit import audit
     from preprocess.fiqa import preprocess
-    from recipes.answers import prompt_text
+    from recipekit.inference.answers import prompt_text
 
     data = tmp_path / "nemotron-chat"
     preprocess(data, source_dir=fiqa_csv_dir, prompt_format="nemotron-chat")
@@ -222,8 +222,8 @@ def test_generation_eval_logs_answer_scores_and_picks_the_best_checkpoint_by_the
     ],
 )
 def test_generation_eval_settings_that_cannot_work_are_refused(argv, expected):
-    from recipes.config import parse_recipe
-    from recipes.errors import RecipeError
+    from recipekit.config.parse import parse_recipe
+    from recipekit.errors import RecipeError
 
     with pytest.raises(RecipeError, match=expected):
         parse_recipe([SMOKE, *argv], check_environment=False)
@@ -232,7 +232,7 @@ def test_generation_eval_settings_that_cannot_work_are_refused(argv, expected):
 def test_generation_leaves_the_tokenizer_as_it_was_and_says_when_an_answer_was_cut(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from recipes.answers import generate_answers
+    from recipekit.inference.answers import generate_answers
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -249,23 +249,23 @@ def test_generation_eval_embeds_its_references_once_across_evaluations(monkeypat
     import torch
 
     import plugins.generation_eval as generation_eval
-    import recipes.answers
-    import recipes.scoring
-    from recipes.answers import Answer
-    from recipes.scoring import semantic_similarity
+    import recipekit.inference.answers
+    import recipekit.inference.scoring
+    from recipekit.inference.answers import Answer
+    from recipekit.inference.scoring import semantic_similarity
 
     records = [{"question": "What is a bond?", "answer": "A bond is a loan to an issuer that pays interest."},
                {"question": "What is an ETF?", "answer": "An ETF is a fund that trades on an exchange."}]
     answers = ["A bond pays interest.", "A fund traded on an exchange."]
-    monkeypatch.setattr(recipes.answers, "generate_answers",
+    monkeypatch.setattr(recipekit.inference.answers, "generate_answers",
                         lambda *args, **kwargs: [Answer(text=a, new_tokens=5, stopped=True) for a in answers])
-    embedded, real_embed = [], recipes.scoring.embed
+    embedded, real_embed = [], recipekit.inference.scoring.embed
 
     def counting_embed(texts, *args, **kwargs):
         embedded.append(list(texts))
         return real_embed(texts, *args, **kwargs)
 
-    monkeypatch.setattr(recipes.scoring, "embed", counting_embed)
+    monkeypatch.setattr(recipekit.inference.scoring, "embed", counting_embed)
     callback = generation_eval.GenerationEvalCallback(records, "completion", generation_eval.GenerationEvalConfig())
     model = torch.nn.Linear(1, 1)
     first, second = callback.score(model, tokenizer=None), callback.score(model, tokenizer=None)

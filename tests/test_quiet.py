@@ -13,7 +13,7 @@ from tests.conftest import REPO_ROOT
 PROBE = textwrap.dedent(
     """
     import logging, warnings
-    import recipes  # installs the filters
+    import recipekit  # installs the filters
     for name in ("bitsandbytes.backends.cpu.ops", "liger_kernel.backends.registry"):
         assert not logging.getLogger(name).isEnabledFor(logging.WARNING), name
         assert logging.getLogger(name).isEnabledFor(logging.ERROR), name  # real failures still show
@@ -38,7 +38,7 @@ def test_each_known_message_is_silenced_and_other_messages_are_not():
 KERNEL_PROBE = textwrap.dedent(
     """
     import sys
-    import recipes  # installs the filters
+    import recipekit  # installs the filters
     from kernels import get_kernel
     for repo in (sys.argv[1], "kernels-community/another-kernel"):
         try:
@@ -50,7 +50,7 @@ KERNEL_PROBE = textwrap.dedent(
 
 
 def test_the_offline_kernel_trust_message_is_silenced_for_bitsandbytes_kernel_only():
-    from recipes.quiet import BITSANDBYTES_CPU_KERNEL
+    from recipekit.runtime.quiet import BITSANDBYTES_CPU_KERNEL
 
     done = subprocess.run([sys.executable, "-c", KERNEL_PROBE, BITSANDBYTES_CPU_KERNEL], capture_output=True,
                           text=True, cwd=REPO_ROOT, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -60,7 +60,7 @@ def test_the_offline_kernel_trust_message_is_silenced_for_bitsandbytes_kernel_on
 
 
 def test_the_cuda_allocator_gets_expandable_segments_unless_the_user_chose():
-    probe = "import os, recipes; print(os.environ.get('PYTORCH_CUDA_ALLOC_CONF'))"
+    probe = "import os, recipekit; print(os.environ.get('PYTORCH_CUDA_ALLOC_CONF'))"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")}
     fresh = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=60)
     assert fresh.stdout.strip() == "expandable_segments:True", fresh.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes.config import DEFAULT_RECIPE, RecipeError, parse_recipe
+from recipekit.config.parse import DEFAULT_RECIPE, RecipeError, parse_recipe
 from recipes.run import main
 from tests.conftest import REPO_ROOT
 
@@ -58,8 +58,7 @@ def test_settings_transformers_turns_into_objects_are_recorded_as_plain_values(t
 def test_a_resume_reads_a_settings_object_an_earlier_version_recorded_as_text(tmp_path):
     import json
 
-    from recipes.checkpoints import MANIFEST_NAME
-    from recipes.provenance import resume_differences
+    from recipekit.rundir.manifest import MANIFEST_NAME, resume_differences
 
     path = write_recipe(tmp_path, f"model_name_or_path: m\nbf16: false\ndata_dir: a\noutput_dir: {tmp_path / 'run'}\n")
     recipe = parse_recipe([path, "--accelerator_config", '{"non_blocking": true}'], check_environment=False)
@@ -278,7 +277,7 @@ def nemotron_shaped_meta_model():
 def test_recipe_lora_trains_the_documented_parameter_count(recipe_file, trainable, percent):
     from peft import get_peft_model
 
-    from recipes.model_setup import build_peft_and_quantization
+    from recipekit.training.model import build_peft_and_quantization
 
     recipe = parse_recipe([str(RECIPES / recipe_file), *ON_CPU], check_environment=False)
     peft_config, _ = build_peft_and_quantization(recipe.model)
@@ -299,7 +298,7 @@ def test_help_lists_recipe_keys():
 def test_building_refuses_4bit_without_a_gpu_even_when_validation_was_skipped(tmp_path):
     import torch
 
-    from recipes.training import build_trainer
+    from recipekit.training.trainer import build_trainer
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")  # CI and the dev machines have none
@@ -324,16 +323,16 @@ def test_a_model_that_cannot_be_loaded_is_named_without_a_traceback(tmp_path, ca
 def test_fsdp_launch_of_a_4bit_recipe_needs_a_floating_point_storage(monkeypatch):
     from types import SimpleNamespace
 
-    from recipes.config import parse_recipe
-    from recipes.model_setup import fsdp_device_map
-    from recipes.validate import check_launch
+    from recipekit.config.parse import parse_recipe
+    from recipekit.config.validate import check_launch
+    from recipekit.training.model import fsdp_device_map
 
     qlora = {"load_in_4bit": True, "bnb_4bit_quant_storage": "uint8"}
     assert check_launch(qlora) == []  # no FSDP: any storage works
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     (no_gpu,) = check_launch({"load_in_4bit": False, "bnb_4bit_quant_storage": None})  # this CPU machine
     assert "FSDP config, but no CUDA GPU is visible" in no_gpu and "cpu_multi_process.yaml" in no_gpu
-    monkeypatch.setattr("recipes.validate._gpu_available", lambda: True)
+    monkeypatch.setattr("recipekit.config.validate._gpu_available", lambda: True)
     (problem,) = check_launch(qlora)
     assert "stores its weights as uint8" in problem and "bnb_4bit_quant_storage: bfloat16" in problem
     assert check_launch({**qlora, "bnb_4bit_quant_storage": "bfloat16"}) == []
@@ -375,7 +374,7 @@ def test_an_unreachable_hub_is_named_within_seconds(tmp_path, fiqa_jsonl_dir):
 
 
 def test_model_init_kwargs_are_the_ones_trl_sft_builds():
-    """recipes.model_setup.model_init_kwargs repeats the model-init block of TRL's `trl sft` script
+    """recipekit.training.model.model_init_kwargs repeats the model-init block of TRL's `trl sft` script
     (there is no function to call); evaluate that block's own expressions here, so any change in
     TRL's keys or values fails this test."""
     import ast
@@ -383,7 +382,7 @@ def test_model_init_kwargs_are_the_ones_trl_sft_builds():
 
     import trl.scripts.sft as sft
 
-    from recipes.model_setup import model_init_kwargs
+    from recipekit.training.model import model_init_kwargs
 
     tree = ast.parse(inspect.getsource(sft))
     block = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)

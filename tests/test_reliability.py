@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from recipes.config import parse_recipe
-from recipes.errors import RecipeError
+from recipekit.config.parse import parse_recipe
+from recipekit.errors import RecipeError
 from tests.conftest import REPO_ROOT
 
 SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
@@ -175,7 +175,7 @@ def write_checkpoint(folder: Path, state: str = '{"global_step": 1}') -> Path:
 
 
 def test_resume_auto_picks_the_newest_complete_checkpoint(tmp_path):
-    from recipes.checkpoints import resolve_resume
+    from recipekit.rundir.checkpoints import resolve_resume
 
     for step, complete in ((10, True), (20, True), (30, False)):
         folder = write_checkpoint(tmp_path / f"checkpoint-{step}")
@@ -228,7 +228,7 @@ def test_run_manifest_records_provenance(work):
     ],
 )
 def test_resume_skips_a_checkpoint_whose_files_exist_but_are_damaged(tmp_path, damage, reason):
-    from recipes.checkpoints import resolve_resume, usable_checkpoints
+    from recipekit.rundir.checkpoints import resolve_resume, usable_checkpoints
 
     write_checkpoint(tmp_path / "checkpoint-10")
     if damage.startswith(("{", "[")):  # parses, but is not what the Trainer writes
@@ -264,7 +264,7 @@ def test_a_rerun_says_which_checkpoint_it_skipped_and_resumes_from_the_whole_one
 
 
 def test_sharded_fsdp_checkpoints_count_as_complete_once_their_metadata_is_written(tmp_path):
-    from recipes.checkpoints import newest_complete_checkpoint
+    from recipekit.rundir.checkpoints import newest_complete_checkpoint
 
     for step in (2, 4):
         folder = tmp_path / f"checkpoint-{step}"
@@ -279,7 +279,8 @@ def test_sharded_fsdp_checkpoints_count_as_complete_once_their_metadata_is_writt
 
 
 def test_overwriting_a_finished_run_also_forgets_its_evaluation_reports(tmp_path):
-    from recipes.checkpoints import MANIFEST_NAME, clear_finished_run
+    from recipekit.rundir.checkpoints import clear_finished_run
+    from recipekit.rundir.manifest import MANIFEST_NAME
 
     for folder in ("checkpoint-10", "eval-test", "eval-validation"):
         (tmp_path / folder).mkdir()

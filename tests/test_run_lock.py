@@ -24,7 +24,7 @@ def dead_pid() -> int:
 
 
 def write_lock(folder, pid: int, host: str, age_seconds: float = 0.0):
-    from recipes.run_lock import LOCK_NAME
+    from recipekit.rundir.lock import LOCK_NAME
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
@@ -36,8 +36,8 @@ def write_lock(folder, pid: int, host: str, age_seconds: float = 0.0):
 
 
 def test_a_second_lock_on_the_same_directory_is_refused_naming_the_first(tmp_path):
-    from recipes.errors import RecipeError
-    from recipes.run_lock import RunLock
+    from recipekit.errors import RecipeError
+    from recipekit.rundir.lock import RunLock
 
     first = RunLock(tmp_path / "run")
     first.acquire()
@@ -54,8 +54,8 @@ def test_a_second_lock_on_the_same_directory_is_refused_naming_the_first(tmp_pat
     [("dead-pid-here", 0, True), ("live-pid-elsewhere", 60, False), ("live-pid-elsewhere", 3600, True)],
 )
 def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path, owner, age, taken):
-    from recipes.errors import RecipeError
-    from recipes.run_lock import RunLock
+    from recipekit.errors import RecipeError
+    from recipekit.rundir.lock import RunLock
 
     pid, host = (dead_pid(), socket.gethostname()) if owner == "dead-pid-here" else (1, "another-node")
     write_lock(tmp_path / "run", pid, host, age)
@@ -82,8 +82,8 @@ def test_a_run_into_a_busy_output_dir_exits_2_and_touches_nothing(tmp_path, caps
 
 @pytest.mark.slow
 def test_a_run_after_a_killed_one_takes_over_its_lock_and_finishes(tmp_path, capsys, monkeypatch):
+    from recipekit.rundir.lock import LOCK_NAME
     from recipes.run import main
-    from recipes.run_lock import LOCK_NAME
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "runs" / "smoke"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from recipekit.runtime.signals import StopBeforeTraining, StopRequest
 from recipes.launch import child_pids
-from recipes.stop_signals import StopBeforeTraining, StopRequest
 from tests.conftest import REPO_ROOT
 
 SMOKE = str(REPO_ROOT / "recipes" / "smoke.yaml")
@@ -33,7 +33,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from plugins.base import RecipePlugin
-from recipes.stop_signals import STOP
+from recipekit.runtime.signals import STOP
 
 
 class _Hold(TrainerCallback):

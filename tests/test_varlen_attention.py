@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import recipes.varlen_attention as varlen
-from recipes.varlen_attention import NAME, register_if_named
+import recipekit.fast_paths.varlen_attention as varlen
+from recipekit.fast_paths.varlen_attention import NAME, register_if_named
 
 
 def per_document_attention(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, causal: bool, scale=None):
@@ -125,7 +125,7 @@ def test_other_names_are_left_alone():
 
 def test_a_recipe_naming_it_trains(tmp_path, tiny_model_dir, fiqa_jsonl_dir):
     """The recipe path registers the name before TRL loads the model (on the CPU: sdpa underneath)."""
-    from recipes.training import build_trainer
+    from recipekit.training.trainer import build_trainer
     from tests.test_masking import make_recipe
 
     trainer, _ = build_trainer(make_recipe(tmp_path / "varlen", tiny_model_dir, fiqa_jsonl_dir,

@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 from plugins.base import RecipePlugin
 from plugins.loss_curves.metrics_log import MetricsLog, row_kind
 from plugins.loss_curves.plotting import render_run_charts
-from recipes.errors import RecipeError
+from recipekit.errors import RecipeError
 
 
 @dataclass

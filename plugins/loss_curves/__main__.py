@@ -13,8 +13,8 @@ from pathlib import Path
 
 from plugins.loss_curves.metrics_log import read_run_rows
 from plugins.loss_curves.plotting import comparison_figure, render_run_charts
-from recipes.atomic_io import atomic_save_figure
-from recipes.errors import RecipeError
+from recipekit.cli import run_command
+from recipekit.runtime.atomic_io import atomic_save_figure
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -56,11 +56,11 @@ def run_names(paths: list[Path]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    try:
-        runs = {name: read_run_rows(path) for name, path in zip(run_names(args.runs), args.runs)}
-    except RecipeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(lambda: replot(args))
+
+
+def replot(args: argparse.Namespace) -> None:
+    runs = {name: read_run_rows(path) for name, path in zip(run_names(args.runs), args.runs)}
     written = []
     smoothing = [args.smoothing if args.smoothing is not None else run_smoothing(path) for path in args.runs]
     if len(runs) == 1:
@@ -74,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
         written.append(atomic_save_figure(comparison_figure(runs, shared), out / "loss_comparison.png"))
     for path in written:
         print(path)
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from recipes.atomic_io import atomic_write_text
-from recipes.errors import RecipeError
+from recipekit.errors import RecipeError
+from recipekit.runtime.atomic_io import atomic_write_text
 
 JSONL_NAME, CSV_NAME = "metrics.jsonl", "metrics.csv"
 LEADING_COLUMNS = ("step", "epoch", "kind")

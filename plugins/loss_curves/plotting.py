@@ -2,7 +2,7 @@
 throughput; and one loss chart overlaying several runs.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot global state, works
-headless) and written atomically (``recipes.atomic_io.atomic_save_figure``), so a reader never
+headless) and written atomically (``recipekit.runtime.atomic_io.atomic_save_figure``), so a reader never
 sees half a PNG.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from recipes.atomic_io import atomic_save_figure
+from recipekit.runtime.atomic_io import atomic_save_figure
 
 Rows = list[dict[str, Any]]
 

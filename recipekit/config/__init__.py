@@ -1,0 +1,1 @@
+"""A recipe from YAML and ``--key value`` overrides to typed configs, checked before anything loads."""

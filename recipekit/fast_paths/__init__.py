@@ -1,0 +1,1 @@
+"""Opt-in fast paths (recipe keys), each checked against the plain path it replaces."""

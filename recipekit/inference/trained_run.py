@@ -1,0 +1,119 @@
+"""Load what a finished run saved: its resolved recipe, its tokenizer, base model + adapter.
+
+Evaluation, generation and merging all start from a run's ``output_dir``. The resolved
+``recipe.yaml`` there names the base model, the data and the precision the adapter was
+trained with, so every later step rebuilds exactly the same setup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recipekit.config.parse import parse_recipe
+from recipekit.config.recipe import Recipe
+from recipekit.errors import RecipeError
+from recipekit.rundir.checkpoints import (
+    newest_complete_checkpoint,
+    saved_adapter_problem,
+)
+
+
+def adapter_config_problem(path: Path) -> str | None:
+    """Why PEFT could not load this adapter_config.json, found before the base model loads."""
+    import json
+
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return f"{path.name} cannot be read as JSON ({exc})"
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        return f"{path.name} does not describe a LoRA adapter (no `peft_type: LORA`)"
+    if not isinstance(config.get("r"), int) or config["r"] < 1:
+        return f"{path.name} has no positive integer rank `r`"
+    return None
+
+
+def load_run_recipe(run_dir: str | Path, *overrides: str) -> Recipe:
+    """The recipe a run was trained with, from ``RUN_DIR/recipe.yaml``."""
+    run = Path(run_dir)
+    if not (run / "adapter_config.json").is_file() or not (run / "recipe.yaml").is_file():
+        raise RecipeError(
+            f"{run} is not a finished run: it lacks adapter_config.json or recipe.yaml. Pass the output_dir "
+            "of a run of `recipes.run` (where the adapter was saved)."
+        )
+    if problem := saved_adapter_problem(run) or adapter_config_problem(run / "adapter_config.json"):
+        newest = newest_complete_checkpoint(run)
+        raise RecipeError(
+            f"{run} holds no usable adapter: {problem}. Use its newest whole checkpoint"
+            + (f" ({newest})" if newest else " (it has none)")
+            + " or rerun the training with the same command to finish it."
+        )
+    # The run's own files and this machine are checked where they are used (loading the model).
+    # A run trained on a GPU (bf16) must still be readable on a CPU machine, e.g. to merge it:
+    # transformers refuses bf16 there unless use_cpu is set.
+    import torch
+
+    on_cpu = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
+    return parse_recipe([str(run / "recipe.yaml"), *on_cpu, *overrides], check_environment=False)
+
+
+def load_run_tokenizer(run_dir: str | Path):
+    """The tokenizer saved with the adapter (pad token already set as in training)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(run_dir)
+    except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
+        raise RecipeError(
+            f"the tokenizer saved in {run_dir} cannot be loaded ({type(exc).__name__}: {exc}); its tokenizer files "
+            "(tokenizer.json, tokenizer_config.json) are damaged. Copy them from the base model or the run's "
+            "newest checkpoint."
+        ) from None
+
+
+def load_base_model(recipe: Recipe, quantized: bool = True, keep_dtype: bool = False):
+    """The base model as the recipe loads it; ``quantized=False`` loads a 4-bit recipe's base in its dtype.
+
+    On a CPU a half-precision recipe runs in float32 (faster there, and some ops lack bf16
+    kernels) unless ``keep_dtype``: a merge keeps the recipe's dtype, so its output is the size
+    and precision of the base model.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from recipekit.fast_paths.varlen_attention import register_if_named
+    from recipekit.training.model import (
+        build_peft_and_quantization,
+        check_accelerator,
+        loading_error,
+    )
+
+    model_args = recipe.model
+    register_if_named(model_args.attn_implementation)
+    quantization = build_peft_and_quantization(model_args)[1] if quantized else None
+    if quantization is not None:
+        check_accelerator(model_args, recipe.training)
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    if not keep_dtype and not torch.cuda.is_available() and dtype in (torch.bfloat16, torch.float16):
+        dtype = torch.float32
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            model_args.model_name_or_path,
+            revision=model_args.model_revision,
+            dtype=dtype,
+            attn_implementation=model_args.attn_implementation,
+            quantization_config=quantization,
+            device_map="auto" if torch.cuda.is_available() else None,
+            trust_remote_code=recipe.training.trust_remote_code,
+        )
+    except (OSError, ValueError) as exc:
+        raise loading_error(model_args.model_name_or_path, exc) from None
+
+
+def load_adapter_model(run_dir: str | Path, recipe: Recipe, quantized: bool = True, keep_dtype: bool = False):
+    """Base model with the run's LoRA adapter attached (``disable_adapter()`` gives the base back)."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_base_model(recipe, quantized, keep_dtype), str(run_dir))
+    model.eval()
+    return model

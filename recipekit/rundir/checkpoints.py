@@ -1,0 +1,124 @@
+"""Which checkpoint to resume from, and whether an output dir holds a finished run.
+
+``resume_from_checkpoint: auto`` lets the same command be rerun after a crash, a
+``kill -9`` or a preemption: it picks the newest *whole* checkpoint (see
+:func:`checkpoint_problem`), skipping, and naming, any newer one that was cut short or
+damaged, so a torn file never makes every rerun crash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+from recipekit.rundir.manifest import MANIFEST_NAME, run_status
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """A truncated or torn safetensors file, found from its header alone (no tensor is loaded)."""
+    try:
+        with path.open("rb") as handle:
+            header_size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(header_size))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, MemoryError, OverflowError):
+        return f"{path.name} has no readable header"
+    expected = 8 + header_size + max(ends, default=0)
+    size = path.stat().st_size
+    return None if size == expected else f"{path.name} is {size} bytes where its header says {expected} (truncated)"
+
+
+def _torch_archive_problem(path: Path) -> str | None:
+    """torch.save writes a zip archive whose directory comes last, so a cut-off file does not open."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return f"{path.name} is cut off or damaged"
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None when it is whole.
+
+    Complete means written to the end: the trainer state (the Trainer writes it last) parses,
+    the weights are there (a file, or an FSDP sharded checkpoint whose ``.metadata``, written
+    after every rank's shard, exists) and are not truncated, and the optimizer, scheduler and
+    RNG archives open.
+    """
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json: the save was cut short"
+    try:
+        trainer_state = json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return "trainer_state.json does not parse (a torn write)"
+    if not isinstance(trainer_state, dict) or not isinstance(trainer_state.get("global_step"), int) \
+            or not isinstance(trainer_state.get("log_history", []), list):
+        return "trainer_state.json is not a trainer state (no integer global_step)"
+    weight_files = [folder / w for w in ("adapter_model.safetensors", "model.safetensors") if (folder / w).is_file()]
+    legacy = any((folder / w).is_file() for w in ("adapter_model.bin", "pytorch_model.bin"))
+    sharded = any((shards / ".metadata").is_file() for shards in folder.glob("pytorch_model_fsdp_*"))
+    if not (weight_files or legacy or sharded):
+        return "no weights (nor a sharded checkpoint with its .metadata)"
+    for path in weight_files:
+        if problem := safetensors_problem(path):
+            return problem
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        if (folder / name).is_file() and (problem := _torch_archive_problem(folder / name)):
+            return problem
+    return None
+
+
+def usable_checkpoints(output_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest whole checkpoint, and the newer ones skipped on the way with the reason for each."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None, []
+    numbered = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()]
+    skipped = []
+    for _, path in sorted(numbered, reverse=True):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append((path, problem))
+    return None, skipped
+
+
+def newest_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    return usable_checkpoints(output_dir)[0]
+
+
+def saved_adapter_problem(run_dir: str | Path) -> str | None:
+    """Why the adapter saved in a run dir must not be used, or None: a run that failed while
+    writing it (its manifest says so), or an adapter file cut short."""
+    run = Path(run_dir)
+    status = run_status(run)
+    if status is not None and status.startswith("failed"):
+        return f"the run ended with `{status}` (its manifest), so the adapter may be half-written"
+    weights = run / "adapter_model.safetensors"
+    return safetensors_problem(weights) if weights.is_file() else None
+
+
+def clear_finished_run(output_dir: str | Path) -> None:
+    """Forget a finished run before overwriting it: `auto` must not resume from its checkpoints, and its
+    evaluation reports (``eval-*``, written by recipes.evaluate) would describe an adapter that is gone."""
+    folder = Path(output_dir)
+    for path in [*folder.glob("checkpoint-*"), *folder.glob("eval-*")]:
+        shutil.rmtree(path, ignore_errors=True)
+    (folder / MANIFEST_NAME).unlink(missing_ok=True)
+
+
+def resolve_resume(setting: str | None, output_dir: str | Path) -> str | None:
+    """The checkpoint path for ``Trainer.train``: ``auto`` -> the newest complete one, or None."""
+    if setting is None or setting == "":
+        return None
+    if setting == "auto":
+        found = newest_complete_checkpoint(output_dir)
+        return str(found) if found else None
+    return setting

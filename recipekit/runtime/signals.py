@@ -1,0 +1,131 @@
+"""SIGTERM and SIGINT in a training process: one checkpoint, a clear status, the right exit code.
+
+Schedulers (Slurm, Kubernetes, job runners) send SIGTERM before they preempt; people press
+Ctrl-C (SIGINT). Both end the same way: the step in progress finishes, one checkpoint is
+written, the manifest says ``preempted`` (SIGTERM) or ``interrupted`` (SIGINT), and the
+process exits 143 or 130 without a traceback. How a signal is handled depends on the phase:
+
+- *preparing* (model and data loading): nothing is worth saving yet, so the signal stops the
+  process at once, as :class:`StopBeforeTraining`, which ``recipes.run`` reports in one line;
+- *training*: only a flag is set; ``recipekit.runtime.guards.PreemptionCallback`` checks it at the end
+  of every optimizer step and asks the trainer to save and stop;
+- *finishing* (after the stop was granted, or after training ended): further signals are
+  ignored, so a second SIGTERM (torchrun sends one to ranks still saving) or a doubled Ctrl-C
+  cannot kill the process half-way through writing its checkpoint and status.
+
+Under a launcher, the process also asks the kernel for a SIGTERM when its launcher dies
+(``PR_SET_PDEATHSIG``), so a worker never trains on, orphaned, beside the next run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_PR_SET_PDEATHSIG = 1
+
+
+class StopBeforeTraining(SystemExit):
+    """A stop signal arrived before training began: nothing to checkpoint.
+
+    A ``SystemExit`` carrying 128 + the signal's number: library code that catches
+    ``Exception`` while loading a model cannot turn it into another error, and even raised
+    during the imports, before ``recipes.run.main`` can report it, it ends the process with
+    the right status and no traceback."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(exit_code_for(signum))
+        self.signum = signum
+
+
+def exit_code_for(signum: int) -> int:
+    """The shell's convention for a process ended by a signal: 128 + its number (143, 130)."""
+    return 128 + int(signum)
+
+
+def status_for(signum: int) -> str:
+    """The manifest status: a scheduler's SIGTERM preempts, a person's Ctrl-C interrupts."""
+    return "preempted" if signum == signal.SIGTERM else "interrupted"
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+class StopRequest:
+    """The process-wide stop request: which signal came (if any), and the handling phase."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.phase = "preparing"
+        self._previous: dict[int, object] = {}
+
+    def reset(self) -> None:
+        """A new run in the same process (a notebook, the tests) starts with no request."""
+        self.signum, self.phase = None, "preparing"
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+        if self.phase == "preparing":
+            self.phase = "finishing"  # a second signal while unwinding is ignored
+            raise StopBeforeTraining(signum)
+
+    def install(self) -> bool:
+        """Take over SIGTERM and SIGINT; False where signals cannot be handled (not the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        for signum in STOP_SIGNALS:
+            if signum not in self._previous:
+                self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
+        return True
+
+    def release(self) -> None:
+        """At the end of a run: give the signals back to whoever had them (a notebook's Ctrl-C,
+        the default), except after a stop, when they stay ignored until the process exits, so
+        that a late second signal cannot turn a clean exit into a kill."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, previous in self._previous.items():
+            signal.signal(signum, signal.SIG_IGN if self.requested else previous)
+
+    def training_started(self) -> None:
+        """From now on a signal only sets the flag; the step in progress finishes first."""
+        if self.phase == "preparing":
+            self.phase = "training"
+
+    def finishing(self) -> None:
+        """Stopping or done training: signals no longer interrupt anything."""
+        self.phase = "finishing"
+
+
+STOP = StopRequest()
+
+
+def die_with_launcher() -> None:
+    """Ask the kernel for SIGTERM when the launcher that started this process dies (Linux only).
+
+    A launcher killed outright (SIGKILL, or a SIGTERM that the plain ``accelerate launch``
+    does not pass on) would otherwise leave this worker training on, orphaned. The SIGTERM
+    it gets instead ends it like a preemption: one checkpoint, then exit.
+    """
+    launched = "LOCAL_RANK" in os.environ or any(k.startswith("ACCELERATE_") for k in os.environ)
+    if not launched or not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the launcher died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,463 @@
+"""Train one adapter from a parsed recipe: the body of ``recipes.run``.
+
+Check the recipe against the machine, load the tokenizer and the JSONL splits, let TRL's
+``SFTTrainer`` load the model (4-bit when asked), apply LoRA through PEFT and train with
+completion-only loss, then save the adapter, the tokenizer, the resolved recipe and the
+metrics in ``output_dir``. Stops on purpose (a signal, a non-finite loss, a failed write)
+end as :class:`RunStopped` with the status to exit with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from transformers import ProgressCallback, TrainerCallback
+
+from recipekit.config.recipe import Recipe
+from recipekit.errors import ExitCode, RecipeError, RunStopped
+from recipekit.fast_paths.varlen_attention import register_if_named
+from recipekit.rundir.checkpoints import (
+    clear_finished_run,
+    newest_complete_checkpoint,
+    resolve_resume,
+    usable_checkpoints,
+)
+from recipekit.rundir.lock import RunLock, acquire_run_lock
+from recipekit.rundir.manifest import RunManifest, is_finished_run, resume_differences
+from recipekit.runtime.atomic_io import atomic_write_text
+from recipekit.runtime.guards import (
+    NonFiniteLossGuard,
+    PreemptionCallback,
+    any_process_signal,
+)
+from recipekit.runtime.io_faults import io_fault, io_fault_message
+from recipekit.runtime.out_of_memory import (
+    during_evaluation,
+    is_out_of_memory,
+    out_of_memory_message,
+)
+from recipekit.runtime.signals import (
+    STOP,
+    StopBeforeTraining,
+    exit_code_for,
+    signal_name,
+    status_for,
+)
+from recipekit.training.data import audit_truncation, load_split, split_path
+from recipekit.training.model import (
+    build_peft_and_quantization,
+    check_accelerator,
+    check_architecture,
+    keep_adapters_in_model_dtype,
+    load_tokenizer,
+    model_init_kwargs,
+)
+from recipekit.training.model_card import render_model_card
+
+
+def prepare_assets(recipe: Recipe) -> None:
+    """Build the smoke recipe's offline model and data when it asks for them.
+
+    Under several processes the main one builds them first; the others then find them.
+    """
+    if recipe.recipe.build_smoke_assets:
+        from accelerate import PartialState
+
+        from recipekit.training.smoke_assets import ensure_smoke_assets
+
+        with PartialState().main_process_first():
+            ensure_smoke_assets(recipe.model.model_name_or_path, recipe.recipe.data_dir)
+
+
+def evaluates(training_args) -> bool:
+    return str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
+
+
+def load_datasets(recipe: Recipe, tokenizer):
+    """Train and eval splits after the truncation audit, with the audit's reports."""
+    args = recipe.training
+    truncates = not args.packing or args.packing_strategy == "bfd"
+    splits = {"train": recipe.recipe.train_split}
+    if evaluates(args):
+        splits["eval"] = recipe.recipe.eval_split
+    datasets, reports = {}, []
+    for role, split in splits.items():
+        dataset, report = audit_truncation(load_split(recipe.recipe.data_dir, split), tokenizer, args.max_length, split,
+                                           truncates, args.eos_token)
+        if report.left_out * 2 > report.examples:
+            raise RecipeError(
+                f"`max_length` {args.max_length} is too short for the prompts: {report.left_out} of "
+                f"{report.examples} {split} examples have prompts that fill it, leaving no answer token to learn "
+                f"from. Raise max_length (the longest prompt is {report.longest_prompt_tokens} tokens; "
+                f"the longest example {report.longest_tokens})."
+            )
+        datasets[role] = dataset
+        reports.append(report)
+    return datasets, reports
+
+
+def build_trainer(recipe: Recipe, callbacks: list | None = None):
+    """Everything up to a ready ``SFTTrainer``; returns it with the truncation reports."""
+    from trl import SFTTrainer
+
+    model_args, args = recipe.model, recipe.training
+    check_accelerator(model_args, args)
+    prepare_assets(recipe)
+    tokenizer = load_tokenizer(model_args, args)
+    check_architecture(model_args, args)
+    datasets, reports = load_datasets(recipe, tokenizer)
+    if recipe.recipe.overwrite_output_dir and is_finished_run(args.output_dir):
+        # Only now, with the data and the model's shape known to be sound: a run refused for a bad
+        # file must leave the finished run it would have replaced untouched.
+        clear_finished_run(args.output_dir)
+    peft_config, quantization_config = build_peft_and_quantization(model_args)
+    args.model_init_kwargs = model_init_kwargs(model_args, args)
+    register_if_named(model_args.attn_implementation)  # torch_varlen: known to transformers before TRL loads
+    plugin_callbacks = [
+        callback
+        for plugin in sorted(recipe.plugins, key=lambda p: p.order)
+        for callback in plugin.callbacks(recipe)
+    ]
+    guards = [PreemptionCallback(), NonFiniteLossGuard()]
+    try:
+        trainer = make_trainer(SFTTrainer, recipe, datasets, tokenizer, peft_config, quantization_config,
+                               [*guards, *plugin_callbacks, *(callbacks or [])])
+    except TypeError as exc:
+        if "model_init_kwargs" in recipe.resolved and "unexpected keyword argument" in str(exc):
+            raise RecipeError(f"`model_init_kwargs` holds a key the model does not take: {exc}. Remove it "
+                              "(from_pretrained's own arguments, e.g. low_cpu_mem_usage, are accepted).") from None
+        raise
+    if not recipe.recipe.autocast_adapter_dtype:
+        keep_adapters_in_model_dtype_or_say_why(trainer.model)
+    if recipe.recipe.fused_lora_forward:
+        fuse_lora_forward_or_say_why(trainer.model)
+    if recipe.recipe.fused_lora_qkv:
+        group_qkv_projections_or_say_why(trainer.model, trainer.args)
+    for plugin in recipe.plugins:
+        plugin.on_trainer_ready(trainer, recipe)
+    return trainer, reports
+
+
+def keep_adapters_in_model_dtype_or_say_why(model) -> None:
+    """``autocast_adapter_dtype: false``, with a note wherever it cannot take effect."""
+    from recipekit.config.validate import launched_with_fsdp
+
+    if launched_with_fsdp():
+        print("note: autocast_adapter_dtype: false has no effect under FSDP, whose mixed precision keeps trainable "
+              "weights in float32 (accelerate upcasts them when it shards the model).")
+        return
+    if keep_adapters_in_model_dtype(model) is None:
+        print("note: autocast_adapter_dtype: false left the adapters in the dtype PEFT gave them: the frozen weights of "
+              "this model mix float dtypes, so there is no single base dtype to follow.")
+
+
+def fuse_lora_forward_or_say_why(model) -> None:
+    """``fused_lora_forward: true``; a note when the model has no LoRA layer to fuse."""
+    from recipekit.fast_paths.fused_lora import fuse_lora_forward
+
+    if fuse_lora_forward(model) == 0:
+        print("note: fused_lora_forward: true found no LoRA-wrapped linear layer (use_peft is off, or the adapters "
+              "wrap another kind of layer), so PEFT's forward runs unchanged.")
+
+
+def group_qkv_projections_or_say_why(model, args) -> None:
+    """``fused_lora_qkv: true``; a note when no attention layer can take it. Not under FSDP or
+    DeepSpeed: the grouped node reads weights that those gather through hooks it does not run."""
+    from recipekit.config.validate import launched_with_deepspeed, launched_with_fsdp
+    from recipekit.fast_paths.fused_lora import FusedLinear
+    from recipekit.fast_paths.fused_qkv import group_qkv_projections
+
+    if launched_with_fsdp() or launched_with_deepspeed() or args.fsdp or args.deepspeed:
+        print("note: fused_lora_qkv: true is not applied under FSDP or DeepSpeed, which gather weights through hooks "
+              "of the layers this grouping reads directly; each projection runs its own fused forward.")
+        return
+    if group_qkv_projections(model, (FusedLinear,)) == 0:
+        print("note: fused_lora_qkv: true found no attention layer with LoRA on q_proj, k_proj and v_proj over plain "
+              "linear layers (4-bit bases and other targets are not grouped), so each layer runs its own forward.")
+
+
+def make_trainer(trainer_class, recipe: Recipe, datasets, tokenizer, peft_config, quantization_config, callbacks):
+    """TRL's trainer, given the model by name as ``trl sft`` does: it loads it (4-bit when asked)."""
+    model_args, args = recipe.model, recipe.training
+    return trainer_class(
+        model=model_args.model_name_or_path,
+        args=args,
+        train_dataset=datasets["train"],
+        eval_dataset=datasets.get("eval"),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        quantization_config=quantization_config,
+        callbacks=callbacks,
+    )
+
+
+def trainable_parameters_line(model) -> str:
+    if hasattr(model, "get_nb_trainable_parameters"):
+        trainable, total = model.get_nb_trainable_parameters()
+    else:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+    return f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4g}%)"
+
+
+def batch_line(args) -> str:
+    per_device, accumulation, world = (
+        args.per_device_train_batch_size,
+        args.gradient_accumulation_steps,
+        args.world_size,
+    )
+    unit = "packed sequences" if args.packing else "examples"
+    return (
+        f"world size {world}; effective batch {per_device * accumulation * world} {unit} "
+        f"(per device {per_device} x accumulation {accumulation} x processes {world})"
+    )
+
+
+def save_run(trainer, recipe: Recipe, reports, train_metrics: dict, eval_metrics: dict | None) -> None:
+    """Adapter, tokenizer, resolved recipe, metrics and the truncation report, main process only."""
+    out = Path(recipe.training.output_dir)
+    if trainer.is_fsdp_enabled:
+        # Checkpoints stay sharded (fast, for resuming); the final adapter is gathered whole so
+        # that PEFT, recipes.evaluate and recipes.merge can load it like any other.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(out))  # adapter + tokenizer (the trainer's processing_class)
+    trainer.log_metrics("train", train_metrics)
+    trainer.save_metrics("train", train_metrics)
+    if eval_metrics is not None:
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        header = f"# Resolved recipe `{recipe.name}` (from {recipe.path} and command-line overrides).\n"
+        # The name goes in too, so a rerun from this file keeps it (its own stem is just "recipe").
+        resolved = {"recipe_name": recipe.name, **{k: v for k, v in recipe.resolved.items() if k != "recipe_name"}}
+        atomic_write_text(out / "recipe.yaml", header + yaml.safe_dump(resolved, sort_keys=False))
+        atomic_write_text(out / "data_report.json", json.dumps([r.as_dict() for r in reports], indent=2) + "\n")
+
+
+def _guard(trainer, kind):
+    return next(c for c in trainer.callback_handler.callbacks if isinstance(c, kind))
+
+
+def run_training(trainer, recipe: Recipe, reports) -> dict:
+    """Train a built trainer, evaluate the kept (best) model, save the run; returns the metrics.
+
+    Raises :class:`RunStopped` after a preemption (checkpoint saved) or a non-finite loss
+    (nothing saved after the last good checkpoint).
+    """
+    say = trainer.accelerator.print
+    args = recipe.training
+    say(f"recipe {recipe.name}: {recipe.path}")
+    for report in reports:
+        say(f"data {report.describe()}")
+    say(trainable_parameters_line(trainer.model))
+    say(batch_line(args))
+    if args.resume_from_checkpoint == "auto":
+        found, skipped = usable_checkpoints(args.output_dir)  # one scan: the choice and what it passed over
+        resume = str(found) if found else None
+        for path, problem in skipped:
+            say(f"skipping {path}: {problem}")
+        say(f"resuming from {resume}" if resume else f"no complete checkpoint in {args.output_dir}: starting fresh")
+    else:
+        resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    manifest = RunManifest(recipe, {r.split: split_path(recipe.recipe.data_dir, r.split) for r in reports})
+    STOP.training_started()  # from the manifest on, a signal checkpoints at the step's end (none yet: the first)
+    if trainer.is_world_process_zero():
+        manifest.write(resumed_from=resume)
+
+    try:
+        return finish_training(trainer, recipe, reports, manifest, resume)
+    except Exception as error:  # noqa: BLE001 - only failed writes and GPU memory are handled; the rest re-raises
+        if is_out_of_memory(error):
+            stopped_run_on_out_of_memory(trainer, recipe, manifest, error)
+        if io_fault(error) is None:
+            raise
+        stopped_run_on_io_fault(trainer, manifest, error)
+
+
+def stopped_run_on_out_of_memory(trainer, recipe: Recipe, manifest: RunManifest, error: BaseException) -> None:
+    """The GPU ran out of memory while training or evaluating: record it and say what to change."""
+    close_progress_bars(trainer)
+    done = trainer.state.global_step
+    where = f"in the evaluation after step {done}" if during_evaluation(error) else f"at step {done + 1}"
+    if trainer.is_world_process_zero():
+        manifest.finish("failed: out of GPU memory", stopped_at_step=done)
+    raise RecipeError(out_of_memory_message(error, recipe.training, recipe.model, where,
+                                            newest_complete_checkpoint(recipe.training.output_dir)))
+
+
+def close_progress_bars(trainer) -> None:
+    """End the Trainer's progress bars' lines, so a message printed after a failure starts on its own
+    line instead of after a half-drawn bar (the Trainer closes them only when training ends normally)."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressCallback):
+            for bar in (callback.training_bar, callback.prediction_bar):
+                if bar is not None:
+                    bar.close()
+
+
+def stopped_run_on_io_fault(trainer, manifest: RunManifest, error: BaseException) -> None:
+    """A full disk (or another failed write): name it, record it in the manifest if the disk
+    still takes that small write, and stop with status 74."""
+    args = trainer.args
+    close_progress_bars(trainer)
+    what, filename = io_fault(error)
+    if trainer.is_world_process_zero():
+        try:
+            manifest.finish(f"failed: {what}", stopped_at_step=trainer.state.global_step, file=filename)
+        except OSError:
+            pass  # the message below still says it; the manifest keeps its last whole version
+    raise RunStopped(
+        io_fault_message(error, args.output_dir, f"at step {trainer.state.global_step}",
+                         newest_complete_checkpoint(args.output_dir)),
+        exit_code=ExitCode.WRITE_FAULT,
+    )
+
+
+def finish_training(trainer, recipe: Recipe, reports, manifest: RunManifest, resume: str | None) -> dict:
+    """Train, then stop on a guard or a signal, or evaluate and save the run."""
+    args = recipe.training
+    say = trainer.accelerator.print
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    nan_guard, preemption = _guard(trainer, NonFiniteLossGuard), _guard(trainer, PreemptionCallback)
+    if nan_guard.tripped_at_step is not None:
+        last_good = newest_complete_checkpoint(args.output_dir)
+        if trainer.is_world_process_zero():
+            manifest.finish("stopped: non-finite loss", stopped_at_step=nan_guard.tripped_at_step)
+        raise RunStopped(
+            f"the training loss became NaN or infinite at step {nan_guard.tripped_at_step}, so training stopped "
+            f"and saved nothing after it. The last good checkpoint is {last_good or '(none yet)'}. Lower "
+            "`learning_rate`, keep `max_grad_norm` at 1.0, check the data, then rerun (with "
+            "`resume_from_checkpoint: auto` it continues from that checkpoint).",
+            exit_code=ExitCode.NON_FINITE_LOSS,
+        )
+    if preemption.stopped_at_step is not None:
+        checkpoint = newest_complete_checkpoint(args.output_dir)
+        status = status_for(preemption.signum)
+        if trainer.is_world_process_zero():
+            manifest.finish(status, stopped_at_step=preemption.stopped_at_step, signal=signal_name(preemption.signum))
+        raise RunStopped(
+            f"{signal_name(preemption.signum)} received: stopped at step {preemption.stopped_at_step} and saved "
+            f"{checkpoint}. Rerun the same command with `resume_from_checkpoint: auto` to continue.",
+            exit_code=exit_code_for(preemption.signum),
+        )
+
+    signum = any_process_signal(STOP.signum)  # a signal after the last step: save the adapter, skip the evaluation
+    if signum is not None:
+        save_run(trainer, recipe, reports, result.metrics, None)
+        if trainer.is_world_process_zero():
+            manifest.finish(status_for(signum), metrics=result.metrics, signal=signal_name(signum),
+                            note="training finished; the final evaluation was skipped")
+        raise RunStopped(
+            f"{signal_name(signum)} received after the last training step: the adapter is saved in "
+            f"{args.output_dir}; the final evaluation was skipped (`python -m recipes.evaluate` runs it).",
+            exit_code=exit_code_for(signum),
+        )
+
+    eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else None
+    save_run(trainer, recipe, reports, result.metrics, eval_metrics)
+    metrics = {**result.metrics, **(eval_metrics or {})}
+    for plugin in recipe.plugins:
+        plugin.on_train_end(trainer, recipe, metrics)
+    if trainer.is_world_process_zero():
+        # After the plugins, so the loss chart the card shows is the final one.
+        has_chart = (Path(args.output_dir) / "loss.png").is_file()
+        atomic_write_text(Path(args.output_dir) / "README.md", render_model_card(recipe, metrics, has_chart))
+        manifest.finish("finished", metrics=metrics, best_checkpoint=trainer.state.best_model_checkpoint)
+    best = trainer.state.best_model_checkpoint
+    say(f"adapter saved to {args.output_dir}" + (f" (best checkpoint: {best})" if best else ""))
+    return metrics
+
+
+def check_resume_matches(recipe: Recipe) -> None:
+    """Before the model loads: a resumed run must go on training what its checkpoint's run trained.
+
+    Resuming with another learning rate, schedule, LoRA shape or data silently mixes two
+    trainings in one adapter; the differences are listed and the run refused, unless the
+    recipe says ``resume_despite_changes: true``.
+    """
+    args = recipe.training
+    if recipe.recipe.overwrite_output_dir and is_finished_run(args.output_dir):
+        return  # the old run is cleared, not resumed
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    if resume is None:
+        return
+    splits = [recipe.recipe.train_split] + ([recipe.recipe.eval_split] if evaluates(args) else [])
+    changes = resume_differences(recipe, {s: split_path(recipe.recipe.data_dir, s) for s in splits})
+    if not changes:
+        return
+    listed = "; ".join(changes)
+    if recipe.recipe.resume_despite_changes:
+        print(f"resuming from {resume} despite changes (resume_despite_changes): {listed}")
+        return
+    raise RecipeError(
+        f"resuming from {resume}, but this run differs from the one that wrote it: {listed}. Resuming would mix "
+        "two trainings in one adapter. Rerun with the original settings and data, choose another `output_dir`, "
+        "or pass `--resume_despite_changes true` to continue anyway."
+    )
+
+
+def train(recipe: Recipe, callbacks: list | None = None) -> dict:
+    """Run a parsed recipe end to end; returns the final metrics.
+
+    Holds the output dir's run lock throughout (``recipekit.rundir.lock``) and owns SIGTERM and
+    SIGINT while it runs (``recipekit.runtime.signals``): before training they stop at once,
+    during training they checkpoint and stop, as :class:`RunStopped`.
+    """
+    STOP.reset()
+    STOP.install()
+    lock = None
+    try:
+        lock = acquire_run_lock(recipe.training.output_dir)  # one run per output_dir, before anything is written
+        check_resume_matches(recipe)
+        trainer, reports = build_trainer(recipe, [*(callbacks or []), RunLockHeartbeat(lock)])
+        metrics = run_training(trainer, recipe, reports)
+        end_run(trainer)
+        return metrics
+    except (RunStopped, RecipeError):
+        raise
+    except Exception as error:  # noqa: BLE001 - a failed write or a full GPU before training began; the rest re-raises
+        if is_out_of_memory(error):
+            raise RecipeError(out_of_memory_message(error, recipe.training, recipe.model,
+                                                    "while loading the model and preparing training", None)) from None
+        if io_fault(error) is None:
+            raise
+        raise RunStopped(
+            io_fault_message(error, recipe.training.output_dir, "before training began", None),
+            exit_code=ExitCode.WRITE_FAULT,
+        ) from None
+    except StopBeforeTraining as stop:
+        raise RunStopped(
+            f"{signal_name(stop.signum)} received before training began: stopped; nothing was trained or saved.",
+            exit_code=exit_code_for(stop.signum),
+        ) from None
+    finally:
+        STOP.finishing()
+        if lock is not None:
+            lock.release()
+        STOP.release()
+
+
+def end_run(trainer) -> None:
+    """Close the run as TRL's ``sft.py`` does, with ``trainer.end()``: trackers finished, the
+    process group destroyed.
+
+    Every process first waits for the others: the main process still writes the model card
+    and manifest after the last collective step, and a rank that destroyed the group before
+    the others were done left them waiting on it for ever.
+    """
+    trainer.accelerator.wait_for_everyone()
+    trainer.end()
+
+
+class RunLockHeartbeat(TrainerCallback):
+    """Touches the run lock at every log, so a lock whose run died on another host goes stale."""
+
+    def __init__(self, lock: RunLock) -> None:
+        self.lock = lock
+
+    def on_log(self, args, state, control, **kwargs):
+        self.lock.heartbeat()
