@@ -162,7 +162,6 @@ def run_trl_baseline(spec: dict) -> dict:
         peft_config=LoraConfig(r=8, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
         callbacks=[timer],
     )
-    timer.trainer = trainer  # where TRL keeps its running token count
     trainer.train()
     return {"log_history": trainer.state.log_history, "settings": {
         "load_in_4bit": gpu, "lora_target_modules": "all-linear", "per_device_train_batch_size": 4,

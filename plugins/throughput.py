@@ -44,8 +44,8 @@ class ThroughputCallback(TrainerCallback):
     The time since the last log is kept as stretches of steps between pauses, each a start and an
     end mark (CUDA events on a GPU, ``time.perf_counter()`` values on a CPU), and summed at the log."""
 
-    def __init__(self, trainer=None) -> None:
-        self.trainer = trainer  # set once the trainer exists: where TRL keeps its running token count
+    def __init__(self) -> None:
+        self.trains_begun = 0
         self.stretches: list[list] = []  # [start mark, end mark or None] per run of steps without a pause
         self.steps = 0
         self.tokens_at_last_log: float | None = None
@@ -83,12 +83,15 @@ class ThroughputCallback(TrainerCallback):
         return (logs or {}).get("num_tokens")  # TRL's own count, cumulative
 
     def on_train_begin(self, args, state, control, **kwargs):
-        # The trainer's count is restored on resume; TRL's starts at 0 with each trainer object and
-        # keeps growing if train() runs again on it (a notebook, a batch-size retry), so read it here.
+        # The trainer's count is restored on resume. TRL's starts at 0 with each trainer object and
+        # keeps growing if train() runs again on it (a notebook, a batch-size retry). Its running value
+        # is not public (only its logs are), so after a first train() on this trainer the first
+        # window's start is unknown: that window gets a step time and no tokens_per_second.
         if _trainer_counts_tokens(args):
             self.tokens_at_last_log = state.num_input_tokens_seen
         else:
-            self.tokens_at_last_log = getattr(self.trainer, "_total_train_tokens", 0) or 0
+            self.tokens_at_last_log = 0 if self.trains_begun == 0 else None
+        self.trains_begun += 1
         self.stretches, self.steps = [], 0
         self._restart_clock()
 
@@ -116,7 +119,8 @@ class ThroughputCallback(TrainerCallback):
         seconds, steps = self._train_seconds(), self.steps
         self.stretches, self.steps = [stretch for stretch in self.stretches if stretch[1] is None], 0
         tokens_seen = self._tokens_seen(args, state, logs)
-        tokens = None if tokens_seen is None else tokens_seen - (self.tokens_at_last_log or 0)
+        start = self.tokens_at_last_log
+        tokens = None if tokens_seen is None or start is None else tokens_seen - start
         if tokens_seen is not None:
             self.tokens_at_last_log = tokens_seen  # this window's tokens never spill into the next one's
         if seconds <= 0:
@@ -124,7 +128,7 @@ class ThroughputCallback(TrainerCallback):
         measured = {"step_time_seconds": round(seconds / steps, 4)}
         if tokens is not None:
             measured["tokens_per_second"] = round(tokens / seconds, 2)
-        elif not self.warned_no_tokens:
+        elif tokens_seen is None and not self.warned_no_tokens:
             self.warned_no_tokens = True
             logger.warning(
                 "plugins.throughput.Throughput: no token count in the logs, so no tokens_per_second (step time "
@@ -168,5 +172,4 @@ class Throughput(RecipePlugin):
         return [self.timer]
 
     def on_trainer_ready(self, trainer, recipe) -> None:
-        self.timer.trainer = trainer
         trainer.add_callback(RestartClockAfterPauses(self.timer))  # last in line, after every pause's work

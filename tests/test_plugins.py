@@ -489,31 +489,44 @@ def test_pauses_inside_a_log_window_are_left_out_and_the_steps_around_them_summe
 
 
 def test_trls_count_is_read_from_where_train_began(monkeypatch, caplog):
-    """TRL's running count lives on the trainer object and keeps growing if train() runs again on
-    it (a notebook, a batch-size retry): the window starts from its value at on_train_begin."""
+    """TRL's running count starts at 0 with each trainer object and keeps growing if train() runs
+    again on it (a notebook, a batch-size retry). Its running value is not public, so after a first
+    train() the first window has no token rate rather than a wrong one; the next windows do."""
     from types import SimpleNamespace
 
     import plugins.throughput as throughput
 
-    ticks = iter([0.0, 2.0, 2.1, 3.0, 4.0, 4.1])
+    ticks = iter([0.0, 2.0, 2.1, 3.0, 4.0, 4.1, 5.1, 5.2, 6.0, 6.1])
     monkeypatch.setattr(throughput, "_cuda", lambda: None)
     monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(ticks))
     args = SimpleNamespace(include_num_input_tokens_seen="no")
-    callback = throughput.ThroughputCallback(trainer=SimpleNamespace(_total_train_tokens=500))
+    callback = throughput.ThroughputCallback()
     state = SimpleNamespace(num_input_tokens_seen=0, global_step=0, log_history=[])
     callback.on_train_begin(args, state, None)                          # 0.0
     state.global_step = 1
     callback.on_step_end(args, state, None)                             # 2.0
-    first = {"loss": 1.0, "num_tokens": 700.0}
+    first = {"loss": 1.0, "num_tokens": 200.0}
     callback.on_log(args, state, None, logs=first)                      # 2.1
     assert first["tokens_per_second"] == 100.0  # 200 tokens since train began, over 2 s
-    # A log with no token count at all: step time only, and one warning that names the fix.
-    callback.on_train_begin(SimpleNamespace(include_num_input_tokens_seen="no"), state, None)  # 3.0
-    callback.trainer = None
+    # train() again on the same trainer: TRL's count goes on from where it was (200 + unlogged steps).
+    callback.on_train_begin(args, state, None)                          # 3.0
     state.global_step = 2
     callback.on_step_end(args, state, None)                             # 4.0
-    second = {"loss": 0.9}
+    second = {"loss": 0.9, "num_tokens": 900.0}
     with caplog.at_level("WARNING", logger="plugins.throughput"):
         callback.on_log(args, state, None, logs=second)                 # 4.1
     assert second["step_time_seconds"] == 1.0 and "tokens_per_second" not in second
+    assert caplog.text == ""  # the count is there; only this window's start is unknown
+    state.global_step = 3
+    callback.on_step_end(args, state, None)                             # 5.1
+    third = {"loss": 0.8, "num_tokens": 1000.0}
+    callback.on_log(args, state, None, logs=third)                      # 5.2
+    assert third["tokens_per_second"] == 100.0  # 100 tokens over 1 s
+    # A log with no token count at all: step time only, and one warning that names the fix.
+    state.global_step = 4
+    callback.on_step_end(args, state, None)                             # 6.0
+    fourth = {"loss": 0.7}
+    with caplog.at_level("WARNING", logger="plugins.throughput"):
+        callback.on_log(args, state, None, logs=fourth)                 # 6.1
+    assert "tokens_per_second" not in fourth
     assert "include_num_input_tokens_seen: non_padding" in caplog.text

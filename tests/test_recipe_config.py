@@ -332,7 +332,7 @@ def test_fsdp_launch_of_a_4bit_recipe_needs_a_floating_point_storage(monkeypatch
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     (no_gpu,) = check_launch({"load_in_4bit": False, "bnb_4bit_quant_storage": None})  # this CPU machine
     assert "FSDP config, but no CUDA GPU is visible" in no_gpu and "cpu_multi_process.yaml" in no_gpu
-    monkeypatch.setattr("recipekit.config.validate._gpu_available", lambda: True)
+    monkeypatch.setattr("recipekit.config.validate.gpu_available", lambda: True)
     (problem,) = check_launch(qlora)
     assert "stores its weights as uint8" in problem and "bnb_4bit_quant_storage: bfloat16" in problem
     assert check_launch({**qlora, "bnb_4bit_quant_storage": "bfloat16"}) == []

@@ -30,6 +30,7 @@ from recipekit.config.schema import (
     load_schema,
     specs_of,
 )
+from recipekit.config.validate import no_gpu_advice
 from recipekit.config.values import coerce, split_overrides
 from recipekit.errors import RecipeError
 
@@ -114,11 +115,7 @@ def split_recipe_argv(argv: list[str]) -> tuple[Path, list[str]]:
 def explain_config_error(message: str) -> str:
     """Add the project's advice to transformers' terser configuration errors."""
     if "bf16/gpu" in message:
-        return (
-            "this recipe asks for bf16 mixed precision, which needs a CUDA GPU, and none is visible. Run it on a "
-            "GPU machine; for a CPU run use `--bf16 false --dtype float32 --load_in_4bit false`, or run the smoke "
-            "recipe (recipes/smoke.yaml)."
-        )
+        return no_gpu_advice("bf16 mixed precision")
     return message
 
 

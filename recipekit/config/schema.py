@@ -77,7 +77,9 @@ def _kinds_and_choices(annotation: Any) -> tuple[list[str], list[str]]:
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return ["str"], [str(member.value) for member in annotation]
     if origin in (list, tuple) or annotation in (list, tuple):
-        return ["list"], []
+        # A list of enum members (``debug: list[DebugOption]``) takes those members' values only.
+        choices = [c for part in typing.get_args(annotation) if part is not Ellipsis for c in _kinds_and_choices(part)[1]]
+        return ["list"], choices
     if origin is dict or annotation is dict:
         return ["dict"], []
     return ["object"], []

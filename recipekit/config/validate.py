@@ -10,12 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
-def _text(value: Any) -> str:
-    return str(getattr(value, "value", value))
+from recipekit.config.values import as_text, evaluation_on
 
 
-def _gpu_available() -> bool:
+def gpu_available() -> bool:
+    """Whether torch sees a CUDA GPU (imports torch: only once the recipe is otherwise sound)."""
     import torch
 
     return torch.cuda.is_available()
@@ -82,7 +81,7 @@ def check_combinations(v: dict[str, Any]) -> list[str]:
         problems.append("`packing: true` needs `max_length` (the length of each packed sequence), e.g. 2048.")
     if v["load_in_4bit"] and v["load_in_8bit"]:
         problems.append("`load_in_4bit` and `load_in_8bit` are both on: choose one (4-bit for QLoRA).")
-    evaluation, saving = _text(v["eval_strategy"]), _text(v["save_strategy"])
+    evaluation, saving = as_text(v["eval_strategy"]), as_text(v["save_strategy"])
     if v["load_best_model_at_end"]:
         if evaluation == "no":
             problems.append(
@@ -145,13 +144,13 @@ def check_launch(v: dict[str, Any]) -> list[str]:
     if not launched_with_fsdp():
         return []
     problems = []
-    if not _gpu_available():
+    if not gpu_available():
         problems.append(
             "this run was launched with an FSDP config, but no CUDA GPU is visible: FSDP shards the model over "
             "GPUs, and without them each process would train its own copy. On a CPU machine launch with "
             "accelerate_configs/cpu.yaml or cpu_multi_process.yaml (with ACCELERATE_USE_CPU=true)."
         )
-    storage = _text(v.get("bnb_4bit_quant_storage") or "uint8")
+    storage = as_text(v.get("bnb_4bit_quant_storage") or "uint8")
     if v["load_in_4bit"] and storage not in ("bfloat16", "float16", "float32"):
         problems.append(
             f"FSDP shards only floating-point tensors, but this 4-bit recipe stores its weights as {storage}, so "
@@ -196,11 +195,11 @@ def check_files(v: dict[str, Any]) -> list[str]:
             f"the training data {train_file} does not exist. Write it with `{preprocess_hint(data_dir)}`, "
             "or point `data_dir` at the folder that holds it."
         )
-    if _text(v["eval_strategy"]) != "no":
+    if evaluation_on(v["eval_strategy"]):
         eval_file = split_path(data_dir, v["eval_split"]) if v["eval_split"] else None
         if eval_file is None or not eval_file.is_file():
             problems.append(
-                f"evaluation is on (`eval_strategy: {_text(v['eval_strategy'])}`) but the evaluation data "
+                f"evaluation is on (`eval_strategy: {as_text(v['eval_strategy'])}`) but the evaluation data "
                 f"{eval_file or '(no eval_split)'} does not exist. Preprocess it, set `eval_split`, or set "
                 "`eval_strategy: no` (and `load_best_model_at_end: false`)."
             )
@@ -231,11 +230,14 @@ def check_hardware(v: dict[str, Any], gpu: bool) -> list[str]:
         wants.append("fp16 mixed precision")
     if not wants:
         return []
-    return [
-        f"this recipe asks for {' and '.join(wants)}, which needs a CUDA GPU, and none is visible. Run it on a "
-        "GPU machine; for a CPU run use `--load_in_4bit false --bf16 false --dtype float32`, or the smoke recipe "
-        "(recipes/smoke.yaml)."
-    ]
+    return [no_gpu_advice(" and ".join(wants))]
+
+
+def no_gpu_advice(wants: str) -> str:
+    """What to do when a recipe needs a CUDA GPU and none is visible: the one wording of it."""
+    return (f"this recipe asks for {wants}, which needs a CUDA GPU, and none is visible. Run it on a GPU machine; "
+            "for a CPU run use `--load_in_4bit false --bf16 false --dtype float32`, or the smoke recipe "
+            "(recipes/smoke.yaml).")
 
 
 def check_values(values: dict[str, Any], check_environment: bool = True) -> list[str]:
@@ -251,5 +253,5 @@ def check_values(values: dict[str, Any], check_environment: bool = True) -> list
 def check_machine(values: dict[str, Any]) -> list[str]:
     """The checks that need torch (is a GPU visible?) and the launch config: run last, when the
     recipe is otherwise sound, so that a typo is answered before torch has loaded."""
-    problems = [] if surely_no_gpu() else check_hardware(values, gpu=_gpu_available())
+    problems = [] if surely_no_gpu() else check_hardware(values, gpu=gpu_available())
     return problems + check_launch(values)

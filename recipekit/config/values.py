@@ -16,7 +16,8 @@ from typing import Any
 
 from recipekit.config.schema import KeySpec
 
-_TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+# transformers' string_to_bool, as `trl sft` reads a bool: nothing more, so a recipe means the same to both.
+_TRUE, _FALSE = {"yes", "true", "t", "y", "1"}, {"no", "false", "f", "n", "0"}
 _NULL = {"none", "null", "~"}
 _INT = re.compile(r"^[+-]?\d+$")
 _NOT_SET = object()
@@ -112,9 +113,9 @@ def coerce(spec: KeySpec, value: Any, from_cli: bool = False) -> tuple[Any, str 
             return None, f"`{spec.name}` needs at least one value on the command line."
         if len(value) == 1 and value[0].strip().lower() in _NULL and "null" in spec.kinds and "str" not in spec.kinds:
             return None, None
-        return list(value), None
+        return _listed(spec, list(value))
     if isinstance(value, list) and "list" in spec.kinds:
-        return [str(v) for v in value], None  # as the recipe lists it (an empty list too)
+        return _listed(spec, [str(v) for v in value])  # as the recipe lists it (an empty list too)
     typed = _scalar(spec, value)
     if typed is _NOT_SET:
         return None, _invalid(spec, value)
@@ -132,6 +133,14 @@ def coerce(spec: KeySpec, value: Any, from_cli: bool = False) -> tuple[Any, str 
     return typed, None
 
 
+def _listed(spec: KeySpec, items: list[str]) -> tuple[list[str] | None, str | None]:
+    """A list value, each item checked against the key's choices when it has them."""
+    for item in items:
+        if spec.choices and item not in spec.choices:
+            return None, invalid_choice_message(spec.name, item, list(spec.choices))
+    return items, None
+
+
 def invalid_choice_message(key: str, value: Any, choices: list[str]) -> str:
     """Name the allowed values, or for long lists the closest few."""
     import difflib
@@ -142,3 +151,18 @@ def invalid_choice_message(key: str, value: Any, choices: list[str]) -> str:
         close = difflib.get_close_matches(str(value), choices, n=3, cutoff=0.4)
         allowed = (f"closest: {', '.join(close)}; " if close else "") + "`--help` lists all"
     return f"`{key}`: invalid choice {value!r} ({allowed})."
+
+
+def as_text(value: Any) -> str:
+    """A config value as text: an enum (transformers' ``IntervalStrategy``...) by its value."""
+    return str(getattr(value, "value", value))
+
+
+def evaluation_on(eval_strategy: Any) -> bool:
+    """Whether a run evaluates during training, from ``eval_strategy`` as a recipe or ``SFTConfig`` holds it."""
+    return as_text(eval_strategy) != "no"
+
+
+def saving_on(save_strategy: Any) -> bool:
+    """Whether a run writes checkpoints, from ``save_strategy`` as a recipe or ``SFTConfig`` holds it."""
+    return as_text(save_strategy) != "no"

@@ -8,6 +8,8 @@ packs, activation checkpointing, a smaller evaluation batch).
 
 from __future__ import annotations
 
+from transformers import TrainerCallback
+
 LEAN_RECIPE = "recipes/nemotron_fiqa_qlora_lean.yaml"
 
 
@@ -20,14 +22,26 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "CUDA out of memory" in str(error)
 
 
-def during_evaluation(error: BaseException) -> bool:
-    """Whether the allocation failed inside the Trainer's evaluation loop (read from the traceback)."""
-    frame = error.__traceback__
-    while frame is not None:
-        if frame.tb_frame.f_code.co_name in ("evaluation_loop", "prediction_step"):
-            return True
-        frame = frame.tb_next
-    return False
+class EvaluationPhase(TrainerCallback):
+    """Whether the Trainer is evaluating, from public callback events, so that an out-of-memory
+    error can say where it happened: on from the step (or epoch) end at which the Trainer's flow
+    asks for an evaluation until ``on_evaluate`` reports it done, and on after training, when the
+    only GPU work left is the final evaluation. (transformers has no "evaluation begins" event.)"""
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.active = bool(control.should_evaluate)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.active = bool(control.should_evaluate)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.active = False
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.active = True
 
 
 def torch_figures(error: BaseException) -> str:
@@ -48,7 +62,8 @@ def remedies(training_args, model_args) -> list[str]:
         steps.append(f"lower `max_length` (now {max_length}; the tokens of one pack or example)")
     if not (getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False)):
         steps.append("load the base in 4 bits (`load_in_4bit: true`, QLoRA)")
-    steps.append(f"or start from {LEAN_RECIPE}, whose process peaks at 10.0 GiB with evaluation on (one H200)")
+    steps.append(f"or start from {LEAN_RECIPE} (QLoRA with every memory saving on; bench/README.md has its "
+                 "measured peak)")
     return steps
 
 

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from recipekit.config.values import saving_on
 from recipekit.errors import RecipeError
 
 
@@ -132,7 +133,7 @@ CHECKPOINT_BYTES_PER_TRAINABLE = 12
 
 def check_disk_space(training_args, trainable: int) -> None:
     """Refuse a run whose checkpoints cannot fit on the output disk, before anything loads."""
-    saving = str(getattr(training_args.save_strategy, "value", training_args.save_strategy)) != "no"
+    saving = saving_on(training_args.save_strategy)
     kept = ((training_args.save_total_limit or 1) + 1) if saving else 0  # the best one is kept on top
     needed = trainable * (CHECKPOINT_BYTES_PER_TRAINABLE * kept + 4) + 64 * 2**20  # + final adapter, logs, charts
     folder = Path(training_args.output_dir).resolve()
@@ -182,7 +183,7 @@ def fsdp_device_map(model_args) -> dict[str, int] | None:
 def check_accelerator(model_args, training_args) -> None:
     """Refuse 4-bit and bf16 without a GPU (bitsandbytes loads 4-bit weights on a CPU silently),
     by the same rule that recipe validation applies, for configs built without it."""
-    from recipekit.config.validate import _gpu_available, check_hardware
+    from recipekit.config.validate import check_hardware, gpu_available
 
     problems = check_hardware(
         {
@@ -192,7 +193,7 @@ def check_accelerator(model_args, training_args) -> None:
             "fp16": training_args.fp16,
             "use_cpu": training_args.use_cpu,
         },
-        gpu=_gpu_available(),
+        gpu=gpu_available(),
     )
     if problems:
         raise RecipeError(" ".join(problems))

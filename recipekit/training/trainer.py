@@ -13,14 +13,14 @@ import json
 from pathlib import Path
 
 import yaml
-from transformers import ProgressCallback, TrainerCallback
+from transformers import TrainerCallback
 
 from recipekit.config.recipe import Recipe
-from recipekit.errors import ExitCode, RecipeError, RunStopped
+from recipekit.config.values import evaluation_on
+from recipekit.errors import RecipeError, RunStopped
 from recipekit.fast_paths.varlen_attention import register_if_named
 from recipekit.rundir.checkpoints import (
     clear_finished_run,
-    newest_complete_checkpoint,
     resolve_resume,
     usable_checkpoints,
 )
@@ -32,20 +32,20 @@ from recipekit.runtime.guards import (
     PreemptionCallback,
     any_process_signal,
 )
-from recipekit.runtime.io_faults import io_fault, io_fault_message
-from recipekit.runtime.out_of_memory import (
-    during_evaluation,
-    is_out_of_memory,
-    out_of_memory_message,
-)
+from recipekit.runtime.out_of_memory import EvaluationPhase
 from recipekit.runtime.signals import (
     STOP,
     StopBeforeTraining,
     exit_code_for,
     signal_name,
-    status_for,
 )
 from recipekit.training.data import audit_truncation, load_split, split_path
+from recipekit.training.failures import (
+    failure_before_training,
+    failure_during_training,
+    stop_if_guarded,
+    stopped_after_last_step,
+)
 from recipekit.training.model import (
     build_peft_and_quantization,
     check_accelerator,
@@ -71,16 +71,12 @@ def prepare_assets(recipe: Recipe) -> None:
             ensure_smoke_assets(recipe.model.model_name_or_path, recipe.recipe.data_dir)
 
 
-def evaluates(training_args) -> bool:
-    return str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
-
-
 def load_datasets(recipe: Recipe, tokenizer):
     """Train and eval splits after the truncation audit, with the audit's reports."""
     args = recipe.training
     truncates = not args.packing or args.packing_strategy == "bfd"
     splits = {"train": recipe.recipe.train_split}
-    if evaluates(args):
+    if evaluation_on(args.eval_strategy):
         splits["eval"] = recipe.recipe.eval_split
     datasets, reports = {}, []
     for role, split in splits.items():
@@ -120,7 +116,7 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         for plugin in sorted(recipe.plugins, key=lambda p: p.order)
         for callback in plugin.callbacks(recipe)
     ]
-    guards = [PreemptionCallback(), NonFiniteLossGuard()]
+    guards = [PreemptionCallback(), NonFiniteLossGuard(), EvaluationPhase()]
     try:
         trainer = make_trainer(SFTTrainer, recipe, datasets, tokenizer, peft_config, quantization_config,
                                [*guards, *plugin_callbacks, *(callbacks or [])])
@@ -237,10 +233,6 @@ def save_run(trainer, recipe: Recipe, reports, train_metrics: dict, eval_metrics
         atomic_write_text(out / "data_report.json", json.dumps([r.as_dict() for r in reports], indent=2) + "\n")
 
 
-def _guard(trainer, kind):
-    return next(c for c in trainer.callback_handler.callbacks if isinstance(c, kind))
-
-
 def run_training(trainer, recipe: Recipe, reports) -> dict:
     """Train a built trainer, evaluate the kept (best) model, save the run; returns the metrics.
 
@@ -270,50 +262,10 @@ def run_training(trainer, recipe: Recipe, reports) -> dict:
     try:
         return finish_training(trainer, recipe, reports, manifest, resume)
     except Exception as error:  # noqa: BLE001 - only failed writes and GPU memory are handled; the rest re-raises
-        if is_out_of_memory(error):
-            stopped_run_on_out_of_memory(trainer, recipe, manifest, error)
-        if io_fault(error) is None:
+        known = failure_during_training(trainer, recipe, manifest, error)
+        if known is None:
             raise
-        stopped_run_on_io_fault(trainer, manifest, error)
-
-
-def stopped_run_on_out_of_memory(trainer, recipe: Recipe, manifest: RunManifest, error: BaseException) -> None:
-    """The GPU ran out of memory while training or evaluating: record it and say what to change."""
-    close_progress_bars(trainer)
-    done = trainer.state.global_step
-    where = f"in the evaluation after step {done}" if during_evaluation(error) else f"at step {done + 1}"
-    if trainer.is_world_process_zero():
-        manifest.finish("failed: out of GPU memory", stopped_at_step=done)
-    raise RecipeError(out_of_memory_message(error, recipe.training, recipe.model, where,
-                                            newest_complete_checkpoint(recipe.training.output_dir)))
-
-
-def close_progress_bars(trainer) -> None:
-    """End the Trainer's progress bars' lines, so a message printed after a failure starts on its own
-    line instead of after a half-drawn bar (the Trainer closes them only when training ends normally)."""
-    for callback in trainer.callback_handler.callbacks:
-        if isinstance(callback, ProgressCallback):
-            for bar in (callback.training_bar, callback.prediction_bar):
-                if bar is not None:
-                    bar.close()
-
-
-def stopped_run_on_io_fault(trainer, manifest: RunManifest, error: BaseException) -> None:
-    """A full disk (or another failed write): name it, record it in the manifest if the disk
-    still takes that small write, and stop with status 74."""
-    args = trainer.args
-    close_progress_bars(trainer)
-    what, filename = io_fault(error)
-    if trainer.is_world_process_zero():
-        try:
-            manifest.finish(f"failed: {what}", stopped_at_step=trainer.state.global_step, file=filename)
-        except OSError:
-            pass  # the message below still says it; the manifest keeps its last whole version
-    raise RunStopped(
-        io_fault_message(error, args.output_dir, f"at step {trainer.state.global_step}",
-                         newest_complete_checkpoint(args.output_dir)),
-        exit_code=ExitCode.WRITE_FAULT,
-    )
+        raise known from None
 
 
 def finish_training(trainer, recipe: Recipe, reports, manifest: RunManifest, resume: str | None) -> dict:
@@ -322,40 +274,11 @@ def finish_training(trainer, recipe: Recipe, reports, manifest: RunManifest, res
     say = trainer.accelerator.print
     result = trainer.train(resume_from_checkpoint=resume)
 
-    nan_guard, preemption = _guard(trainer, NonFiniteLossGuard), _guard(trainer, PreemptionCallback)
-    if nan_guard.tripped_at_step is not None:
-        last_good = newest_complete_checkpoint(args.output_dir)
-        if trainer.is_world_process_zero():
-            manifest.finish("stopped: non-finite loss", stopped_at_step=nan_guard.tripped_at_step)
-        raise RunStopped(
-            f"the training loss became NaN or infinite at step {nan_guard.tripped_at_step}, so training stopped "
-            f"and saved nothing after it. The last good checkpoint is {last_good or '(none yet)'}. Lower "
-            "`learning_rate`, keep `max_grad_norm` at 1.0, check the data, then rerun (with "
-            "`resume_from_checkpoint: auto` it continues from that checkpoint).",
-            exit_code=ExitCode.NON_FINITE_LOSS,
-        )
-    if preemption.stopped_at_step is not None:
-        checkpoint = newest_complete_checkpoint(args.output_dir)
-        status = status_for(preemption.signum)
-        if trainer.is_world_process_zero():
-            manifest.finish(status, stopped_at_step=preemption.stopped_at_step, signal=signal_name(preemption.signum))
-        raise RunStopped(
-            f"{signal_name(preemption.signum)} received: stopped at step {preemption.stopped_at_step} and saved "
-            f"{checkpoint}. Rerun the same command with `resume_from_checkpoint: auto` to continue.",
-            exit_code=exit_code_for(preemption.signum),
-        )
-
+    stop_if_guarded(trainer, manifest)
     signum = any_process_signal(STOP.signum)  # a signal after the last step: save the adapter, skip the evaluation
     if signum is not None:
         save_run(trainer, recipe, reports, result.metrics, None)
-        if trainer.is_world_process_zero():
-            manifest.finish(status_for(signum), metrics=result.metrics, signal=signal_name(signum),
-                            note="training finished; the final evaluation was skipped")
-        raise RunStopped(
-            f"{signal_name(signum)} received after the last training step: the adapter is saved in "
-            f"{args.output_dir}; the final evaluation was skipped (`python -m recipes.evaluate` runs it).",
-            exit_code=exit_code_for(signum),
-        )
+        raise stopped_after_last_step(trainer, manifest, result.metrics, signum)
 
     eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else None
     save_run(trainer, recipe, reports, result.metrics, eval_metrics)
@@ -385,7 +308,7 @@ def check_resume_matches(recipe: Recipe) -> None:
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     if resume is None:
         return
-    splits = [recipe.recipe.train_split] + ([recipe.recipe.eval_split] if evaluates(args) else [])
+    splits = [recipe.recipe.train_split] + ([recipe.recipe.eval_split] if evaluation_on(args.eval_strategy) else [])
     changes = resume_differences(recipe, {s: split_path(recipe.recipe.data_dir, s) for s in splits})
     if not changes:
         return
@@ -420,15 +343,10 @@ def train(recipe: Recipe, callbacks: list | None = None) -> dict:
     except (RunStopped, RecipeError):
         raise
     except Exception as error:  # noqa: BLE001 - a failed write or a full GPU before training began; the rest re-raises
-        if is_out_of_memory(error):
-            raise RecipeError(out_of_memory_message(error, recipe.training, recipe.model,
-                                                    "while loading the model and preparing training", None)) from None
-        if io_fault(error) is None:
+        known = failure_before_training(error, recipe)
+        if known is None:
             raise
-        raise RunStopped(
-            io_fault_message(error, recipe.training.output_dir, "before training began", None),
-            exit_code=ExitCode.WRITE_FAULT,
-        ) from None
+        raise known from None
     except StopBeforeTraining as stop:
         raise RunStopped(
             f"{signal_name(stop.signum)} received before training began: stopped; nothing was trained or saved.",
