@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quality sweep behind the README's quality table: SmolLM2-135M-Instruct on the FiQA sample.
+# The quality sweep behind the quality table in docs/evaluation.md: SmolLM2-135M-Instruct on the FiQA sample.
 # One setting changes at a time around a centre (chat template, unpacked batch 8, lr 2e-4,
 # 3 epochs, LoRA on all linear layers, greedy decoding with repetition_penalty 1.2), plus the
 # recipe as it was before the sweep (completion format, packed 1024, 2 x 4 packs a step, 1 epoch).

@@ -136,16 +136,14 @@ def _versions() -> dict:
 
 
 def _attention_backend() -> str:
-    """Which attention kernels Unsloth found: flash-attn, xformers, or PyTorch SDPA."""
-    try:
-        from unsloth.models import _utils
+    """Which attention kernels Unsloth can use: flash-attn or xformers when installed, else PyTorch
+    SDPA (Unsloth picks the first one present; read from what is installed, not Unsloth's internals)."""
+    from importlib.util import find_spec
 
-        if getattr(_utils, "HAS_FLASH_ATTENTION", False):
-            return "flash_attn"
-        if getattr(_utils, "HAS_XFORMERS", False) or getattr(_utils, "xformers", None) is not None:
-            return "xformers"
-    except Exception:
-        pass
+    if find_spec("flash_attn") is not None:
+        return "flash_attn"
+    if find_spec("xformers") is not None:
+        return "xformers"
     return "sdpa"
 
 

@@ -11,6 +11,8 @@ needs and plain ``accelerate launch`` does not do:
 - SIGTERM or SIGINT sent to this process (Kubernetes, Slurm and most job runners signal
   only the launcher) is passed to every training process, and this process waits for them:
   they finish the step in progress, write one checkpoint and exit (``recipekit.runtime.signals``).
+  On one process, accelerate 1.16's launcher replaces the SIGTERM handler while its child runs
+  and SIGKILLs the child 5 s after passing the signal on: the stop must fit in those 5 s.
   Plain ``accelerate launch`` on one process differs between versions: 1.15 dies at once and
   leaves its worker to the kernel's parent-death signal; 1.16 passes SIGTERM on and SIGKILLs
   the worker 5 s later. On several processes it gives the workers 30 s before SIGKILL,

@@ -1,11 +1,7 @@
-"""Callbacks that protect a long GPU job: preemption (SIGTERM) and a non-finite loss.
-
-- SIGTERM, as schedulers send before preempting, or SIGINT (Ctrl-C) asks the trainer to
-  save a checkpoint at the end of the current step and stop; the run then exits cleanly
-  (status 143 or 130) and the same command with ``resume_from_checkpoint: auto`` continues
-  from there (``recipekit.runtime.signals`` says how each phase of a run handles the signals).
-- A NaN or infinite training loss stops training before any checkpoint of the broken
-  weights is written, so the newest checkpoint is the last good one.
+"""A callback that protects a long GPU job from a non-finite loss: a NaN or infinite training
+loss stops training before any checkpoint of the broken weights is written, so the newest
+checkpoint is the last good one. (Preemption's callback is with the rest of the signal handling,
+in ``recipekit.runtime.signals``.)
 """
 
 from __future__ import annotations
@@ -14,53 +10,12 @@ import math
 
 from transformers import TrainerCallback
 
-from recipekit.runtime.signals import STOP
-
-
-def any_process_signal(signum: int | None) -> int | None:
-    """The stop signal any process received (the highest number, so SIGTERM outranks SIGINT),
-    on every process: all ranks must stop at the same step, with the same status, or the
-    others would wait forever in the next collective."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return signum
-    from accelerate import PartialState
-
-    value = torch.tensor([signum or 0], device=PartialState().device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return int(value.item()) or None
+from recipekit.runtime.signals import any_process_signal
 
 
 def any_process(flag: bool) -> bool:
     """True on every process if it is true on one."""
     return any_process_signal(1 if flag else None) is not None
-
-
-class PreemptionCallback(TrainerCallback):
-    """On SIGTERM or SIGINT (to any process): checkpoint at the end of the current optimizer
-    step, then stop. The signal itself only sets ``recipekit.runtime.signals.STOP``."""
-
-    def __init__(self) -> None:
-        self.stopped_at_step: int | None = None
-        self.signum: int | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        STOP.install()  # already done by recipes.run.train; a trainer used on its own gets it here
-        STOP.training_started()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        signum = any_process_signal(STOP.signum)
-        if signum is not None:
-            STOP.finishing()
-            control.should_save = True
-            control.should_evaluate = False  # the checkpoint, not an evaluation, is what the grace period is for
-            control.should_training_stop = True
-            self.stopped_at_step, self.signum = state.global_step, signum
-
-    def on_train_end(self, args, state, control, **kwargs):
-        STOP.finishing()  # what follows (the final evaluation, the save) checks STOP itself
 
 
 class NonFiniteLossGuard(TrainerCallback):

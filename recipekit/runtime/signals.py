@@ -7,7 +7,7 @@ process exits 143 or 130 without a traceback. How a signal is handled depends on
 
 - *preparing* (model and data loading): nothing is worth saving yet, so the signal stops the
   process at once, as :class:`StopBeforeTraining`, which ``recipes.run`` reports in one line;
-- *training*: only a flag is set; ``recipekit.runtime.guards.PreemptionCallback`` checks it at the end
+- *training*: only a flag is set; ``PreemptionCallback`` (below) checks it at the end
   of every optimizer step and asks the trainer to save and stop;
 - *finishing* (after the stop was granted, or after training ended): further signals are
   ignored, so a second SIGTERM (torchrun sends one to ranks still saving) or a doubled Ctrl-C
@@ -24,6 +24,8 @@ import os
 import signal
 import sys
 import threading
+
+from transformers import TrainerCallback
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _PR_SET_PDEATHSIG = 1
@@ -129,3 +131,44 @@ def die_with_launcher() -> None:
         return
     if os.getppid() != parent:  # the launcher died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def any_process_signal(signum: int | None) -> int | None:
+    """The stop signal any process received (the highest number, so SIGTERM outranks SIGINT),
+    on every process: all ranks must stop at the same step, with the same status, or the
+    others would wait forever in the next collective."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return signum
+    from accelerate import PartialState
+
+    value = torch.tensor([signum or 0], device=PartialState().device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return int(value.item()) or None
+
+
+class PreemptionCallback(TrainerCallback):
+    """On SIGTERM or SIGINT (to any process): checkpoint at the end of the current optimizer
+    step, then stop. The signal itself only sets ``recipekit.runtime.signals.STOP``."""
+
+    def __init__(self) -> None:
+        self.stopped_at_step: int | None = None
+        self.signum: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        STOP.install()  # already done by recipes.run.train; a trainer used on its own gets it here
+        STOP.training_started()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        signum = any_process_signal(STOP.signum)
+        if signum is not None:
+            STOP.finishing()
+            control.should_save = True
+            control.should_evaluate = False  # the checkpoint, not an evaluation, is what the grace period is for
+            control.should_training_stop = True
+            self.stopped_at_step, self.signum = state.global_step, signum
+
+    def on_train_end(self, args, state, control, **kwargs):
+        STOP.finishing()  # what follows (the final evaluation, the save) checks STOP itself

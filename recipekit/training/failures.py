@@ -15,14 +15,19 @@ from recipekit.config.recipe import Recipe
 from recipekit.errors import ExitCode, RecipeError, RunStopped
 from recipekit.rundir.checkpoints import newest_complete_checkpoint
 from recipekit.rundir.manifest import RunManifest
-from recipekit.runtime.guards import NonFiniteLossGuard, PreemptionCallback
+from recipekit.runtime.guards import NonFiniteLossGuard
 from recipekit.runtime.io_faults import io_fault, io_fault_message
 from recipekit.runtime.out_of_memory import (
     EvaluationPhase,
     is_out_of_memory,
     out_of_memory_message,
 )
-from recipekit.runtime.signals import exit_code_for, signal_name, status_for
+from recipekit.runtime.signals import (
+    PreemptionCallback,
+    exit_code_for,
+    signal_name,
+    status_for,
+)
 
 
 def failure_before_training(error: BaseException, recipe: Recipe) -> Exception | None:
