@@ -22,7 +22,27 @@ from recipekit.inference.trained_run import (
 )
 
 
+def out_dir_problem(run_dir: Path, out_dir: Path) -> str | None:
+    """Why ``--out`` would put the run itself at risk, or None: with ``--overwrite`` the folder is
+    replaced, so it must not be the run, lie inside it, or hold it."""
+    run, out = run_dir.resolve(), out_dir.resolve()
+    if out == run:
+        where = "is the run folder"
+    elif run in out.parents:
+        where = "lies inside the run folder"
+    elif out in run.parents:
+        where = "holds the run folder"
+    else:
+        return None
+    return (f"--out {out_dir} {where} {run_dir}: the merged model replaces what is at --out, so the run's adapter, "
+            f"checkpoints and manifest would be lost. Choose a folder outside the run, e.g. --out {run.name}-merged.")
+
+
 def merge_run(run_dir: Path, out_dir: Path, overwrite: bool = False) -> Path:
+    problem = out_dir_problem(run_dir, out_dir)  # before anything loads
+    if problem:
+        raise RecipeError(problem)
+    out_dir = out_dir.resolve()  # `--out .` has no name to put the staging folder beside
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise RecipeError(f"--out {out_dir} exists and is not empty. Choose a new folder or pass --overwrite.")
     recipe = load_run_recipe(run_dir)

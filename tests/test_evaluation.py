@@ -337,6 +337,23 @@ def test_merge_gives_a_plain_model_with_the_same_outputs(in_work_dir, tmp_path):
     assert main([str(in_work_dir), "--out", str(out)]) == 2  # never overwrites silently
 
 
+@pytest.mark.parametrize("out", ["RUN", "RUN/merged", "RUN/..", "."])
+def test_merge_refuses_an_out_folder_that_is_inside_or_holds_the_run(tmp_path, monkeypatch, capsys, out):
+    """With --overwrite, --out is replaced: the run itself must never be what is replaced."""
+    from recipes.merge import main
+
+    run = tmp_path / "runs" / "smoke"
+    run.mkdir(parents=True)
+    kept = {name: f"{name} of the run" for name in ("adapter_model.safetensors", "run_manifest.json", "recipe.yaml")}
+    for name, text in kept.items():
+        (run / name).write_text(text)
+    monkeypatch.chdir(run.parent)
+    assert main([str(run), "--out", out.replace("RUN", str(run)), "--overwrite"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: --out ") and "would be lost" in error and "Traceback" not in error
+    assert {p.name: p.read_text() for p in run.iterdir()} == kept
+
+
 def test_merge_keeps_the_recipe_dtype_on_a_cpu(in_work_dir, tmp_path):
     """A bf16 run merged on a CPU machine gives a bf16 model, the size of its base, not float32."""
     import shutil
