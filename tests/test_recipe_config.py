@@ -72,6 +72,31 @@ def test_a_resume_reads_a_settings_object_an_earlier_version_recorded_as_text(tm
     assert len(changes) == 1 and changes[0].startswith("`accelerator_config` 'AcceleratorConfig(")
 
 
+def test_a_requeued_rerun_that_spells_its_paths_another_way_resumes_the_same_run(tmp_path, monkeypatch):
+    """A requeued job reruns the command from another folder, or with absolute paths: the same
+    output_dir, data and model folder, spelled otherwise, are the same run; a changed setting is not."""
+    import json
+
+    from recipekit.rundir.manifest import MANIFEST_NAME, resume_differences
+
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    first = parse_recipe([write_recipe(tmp_path, "model_name_or_path: models/m\nbf16: false\ndata_dir: data/fiqa\n"
+                                                 "output_dir: runs/x\n")], check_environment=False)
+    (tmp_path / "runs" / "x" / MANIFEST_NAME).write_text(json.dumps({"recipe": first.resolved,
+                                                                    "working_dir": str(tmp_path)}))
+    monkeypatch.chdir(tmp_path / "runs")  # the rerun starts elsewhere and names everything absolutely
+    again = parse_recipe([write_recipe(tmp_path / "runs", f"model_name_or_path: {tmp_path}/models/./m\nbf16: false\n"
+                                                          f"data_dir: /mnt/new/fiqa\noutput_dir: ./x\n")],
+                         check_environment=False)
+    assert resume_differences(again, {}) == []
+    changed = parse_recipe([write_recipe(tmp_path / "runs", f"model_name_or_path: {tmp_path}/models/m\nbf16: false\n"
+                                                            "output_dir: ./x\nlearning_rate: 0.5\n")],
+                           check_environment=False)
+    assert [c.split()[0] for c in resume_differences(changed, {})] == ["`learning_rate`"]
+
+
 def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
     # PyYAML reads `2e-4` as a string; the parser converts it like a command-line value.
     recipe = parse_recipe([write_recipe(tmp_path, "model_name_or_path: m\nlearning_rate: 2e-4\nbf16: false\n")], check_environment=False)

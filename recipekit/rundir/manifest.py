@@ -104,6 +104,7 @@ class RunManifest:
             "recipe_name": recipe.name,
             "recipe_path": str(recipe.path),
             "command": sys.argv,
+            "working_dir": os.getcwd(),  # what the recipe's relative paths were relative to
             "recipe": recipe.resolved,
             "packages": package_versions(),
             "git": git_state(),
@@ -127,6 +128,23 @@ RESUME_NEUTRAL_KEYS = frozenset({
     "resume_from_checkpoint", "resume_despite_changes", "overwrite_output_dir", "recipe_name", "report_to",
     "logging_steps", "logging_first_step", "dataloader_num_workers", "per_device_eval_batch_size", "plugins",
 })
+
+
+# Where a run's files are, not what it trains. The run being resumed is the one in this output_dir,
+# and its data is compared by sha256 below: a requeued job that spells a path another way
+# (./runs/x, an absolute path, a new mount point) is resuming the same run.
+LOCATION_KEYS = frozenset({"output_dir", "data_dir", "logging_dir"})
+
+
+def same_setting(old: Any, new: Any, old_working_dir: str | None) -> bool:
+    """Equal values, or two spellings of one existing local path (a model folder, say); the old
+    value, if relative, is read from the folder the earlier run started in."""
+    if old == new:
+        return True
+    if not (isinstance(old, str) and isinstance(new, str)):
+        return False
+    before = Path(old_working_dir or ".") / old
+    return before.exists() and Path(new).exists() and before.resolve() == Path(new).resolve()
 
 
 def data_hashes(data_files: dict[str, Path]) -> dict[str, dict[str, str]]:
@@ -160,12 +178,13 @@ def resume_differences(recipe, data_files: dict[str, Path]) -> list[str]:
     # Only the keys of TRL's configs and the project's own: plugin keys (of this run or the earlier
     # one) change what is logged, not what is trained.
     trained = {f.name for config in (recipe.recipe, recipe.training, recipe.model) for f in fields(config)}
-    compared = trained - RESUME_NEUTRAL_KEYS
+    compared = trained - RESUME_NEUTRAL_KEYS - LOCATION_KEYS
     old, new = before.get("recipe") or {}, recipe.resolved
     changes = [
         f"`{key}` {old.get(key, '(not set)')!r} -> {new.get(key, '(not set)')!r}"
         for key in sorted((set(old) | set(new)) & compared)
-        if old.get(key) != new.get(key) and not recorded_as_text(old.get(key), key, recipe)
+        if not same_setting(old.get(key), new.get(key), before.get("working_dir"))
+        and not recorded_as_text(old.get(key), key, recipe)
     ]
     old_data = {role: entry.get("sha256") for role, entry in (before.get("data") or {}).items()}
     for role, entry in data_hashes(data_files).items():
