@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +67,37 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path, owner, age, 
     else:
         with pytest.raises(RecipeError, match="another run is writing into"):
             lock.acquire()
+
+
+@pytest.mark.parametrize(("identity", "taken"), [("same", False), ("reused pid", True), ("rebooted", True)])
+def test_a_lock_whose_pid_is_now_another_process_is_taken_over(tmp_path, identity, taken):
+    """A requeued job in a new container often gets the pid its dead predecessor had: the pid is
+    alive, but it is not the lock's owner, told by its start time since boot (or the boot)."""
+    from recipekit.errors import RecipeError
+    from recipekit.rundir.lock import LOCK_NAME, RunLock
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        RunLock(tmp_path / "run").acquire()  # a lock as a run writes it, then its owner becomes `alive`
+        path = tmp_path / "run" / LOCK_NAME
+        owner = json.loads(path.read_text())
+        start = Path(f"/proc/{alive.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        owner.update(pid=alive.pid, process_start=start)
+        if identity == "reused pid":
+            owner["process_start"] = str(int(start) - 1000)
+        elif identity == "rebooted":
+            owner["boot_id"] = "another-boot"
+        path.write_text(json.dumps(owner))
+        lock = RunLock(tmp_path / "run")
+        if taken:
+            lock.acquire()
+            assert f"pid {alive.pid} on this host is another process now" in lock.took_over
+        else:
+            with pytest.raises(RecipeError, match="another run is writing into"):
+                lock.acquire()
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_a_run_into_a_busy_output_dir_exits_2_and_touches_nothing(tmp_path, capsys, monkeypatch):

@@ -3,9 +3,11 @@
 Two runs writing into one ``output_dir`` would both report success while one's adapter and
 metrics overwrite the other's. The first run creates ``.run.lock`` (atomically) with its pid,
 host and start time; a second is refused at once with those three. A lock whose owner is
-gone must not block the next run forever: on the same host a dead pid frees it at once; from
-another host (a shared filesystem), a lock whose heartbeat (its mtime, touched at every log)
-is older than ``STALE_AFTER_SECONDS`` is taken over, and the run says so.
+gone must not block the next run forever: on the same host a dead pid frees it at once, and so
+does a live pid that is another process now (its start time since boot, or the boot itself,
+differs from the lock's: a requeued job in a new container often gets the same small pid);
+from another host (a shared filesystem), a lock whose heartbeat (its mtime, touched at every
+log) is older than ``STALE_AFTER_SECONDS`` is taken over, and the run says so.
 """
 
 from __future__ import annotations
@@ -33,12 +35,37 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _process_start(pid: int) -> str | None:
+    """When ``pid`` started, in clock ticks since boot (Linux); None where it cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _same_process(owner: dict, pid: int) -> bool:
+    """Whether the live ``pid`` is still the process that wrote the lock (when the lock says so)."""
+    recorded_boot, recorded_start = owner.get("boot_id"), owner.get("process_start")
+    if recorded_boot is not None and recorded_boot != _boot_id():
+        return False
+    return recorded_start is None or recorded_start == _process_start(pid)
+
+
 def _stale_reason(owner: dict, age_seconds: float) -> str | None:
     """Why a lock can be taken over, or None while its owner may still be running."""
     if owner.get("host") == socket.gethostname():
         pid = owner.get("pid")
         if not isinstance(pid, int) or not _pid_alive(pid):
             return f"its process {pid} on this host is gone"
+        if not _same_process(owner, pid):
+            return f"pid {pid} on this host is another process now (the lock's owner is gone)"
         return None
     if age_seconds > STALE_AFTER_SECONDS:
         return f"its heartbeat is {age_seconds / 60:.0f} min old"
@@ -67,7 +94,8 @@ class RunLock:
 
     def _create(self) -> None:
         record = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                  "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "boot_id": _boot_id(), "process_start": _process_start(os.getpid())}
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
