@@ -97,6 +97,23 @@ def test_a_requeued_rerun_that_spells_its_paths_another_way_resumes_the_same_run
     assert [c.split()[0] for c in resume_differences(changed, {})] == ["`learning_rate`"]
 
 
+@pytest.mark.parametrize("manifest", ["{torn", "[1, 2]", "DIRECTORY"])
+def test_an_unreadable_manifest_does_not_switch_the_resume_check_off(tmp_path, manifest):
+    from recipekit.rundir.manifest import MANIFEST_NAME, resume_differences
+
+    path = write_recipe(tmp_path, f"model_name_or_path: m\nbf16: false\noutput_dir: {tmp_path / 'run'}\n")
+    recipe = parse_recipe([path], check_environment=False)
+    (tmp_path / "run").mkdir()
+    assert resume_differences(recipe, {}) == []  # no manifest yet: a run killed before writing one
+    if manifest == "DIRECTORY":
+        (tmp_path / "run" / MANIFEST_NAME).mkdir()
+    else:
+        (tmp_path / "run" / MANIFEST_NAME).write_text(manifest)
+    (change,) = resume_differences(recipe, {})
+    assert change.startswith(f"its {MANIFEST_NAME}, which records what that run trained, ")
+    assert "nothing shows that this recipe and data are the ones it trained with" in change
+
+
 def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
     # PyYAML reads `2e-4` as a string; the parser converts it like a command-line value.
     recipe = parse_recipe([write_recipe(tmp_path, "model_name_or_path: m\nlearning_rate: 2e-4\nbf16: false\n")], check_environment=False)

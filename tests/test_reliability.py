@@ -162,15 +162,17 @@ def test_a_finished_run_is_not_overwritten_unless_asked(tmp_path):
     assert recipe.recipe.overwrite_output_dir is True
 
 
-def write_checkpoint(folder: Path, state: str = '{"global_step": 1}') -> Path:
-    """A small checkpoint written as the Trainer writes one: weights, optimizer archive, state last."""
+def write_checkpoint(folder: Path, state: str | None = None) -> Path:
+    """A small checkpoint written as the Trainer writes one: weights, optimizer archive, state last
+    (by default the state of the step the folder is named after)."""
     import torch
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True)
     save_file({"lora_A": torch.ones(4, 8)}, str(folder / "adapter_model.safetensors"))
     torch.save({"state": {}, "param_groups": []}, folder / "optimizer.pt")
-    (folder / "trainer_state.json").write_text(state)
+    step = folder.name.rsplit("-", 1)[-1]
+    (folder / "trainer_state.json").write_text(state or f'{{"global_step": {int(step) if step.isdigit() else 1}}}')
     return folder
 
 
@@ -225,6 +227,8 @@ def test_run_manifest_records_provenance(work):
         ('{}', "not a trainer state"),
         ('[]', "not a trainer state"),
         ('{"global_step": "sixty"}', "not a trainer state"),
+        ('{"global_step": 999}', "says global_step 999, but the folder is checkpoint-20"),
+        ('{"global_step": 20, "log_history": [{"step": 10}, {"step": 40}]}', "logs steps after its global_step 20"),
     ],
 )
 def test_resume_skips_a_checkpoint_whose_files_exist_but_are_damaged(tmp_path, damage, reason):

@@ -46,7 +46,8 @@ def _torch_archive_problem(path: Path) -> str | None:
 def checkpoint_problem(folder: Path) -> str | None:
     """Why a checkpoint cannot be resumed from, or None when it is whole.
 
-    Complete means written to the end: the trainer state (the Trainer writes it last) parses,
+    Complete means written to the end and consistent: the trainer state (the Trainer writes it
+    last) parses and its global_step is the folder's number and no lower than any step it logged,
     the weights are there (a file, or an FSDP sharded checkpoint whose ``.metadata``, written
     after every rank's shard, exists) and are not truncated, and the optimizer, scheduler and
     RNG archives open.
@@ -61,6 +62,13 @@ def checkpoint_problem(folder: Path) -> str | None:
     if not isinstance(trainer_state, dict) or not isinstance(trainer_state.get("global_step"), int) \
             or not isinstance(trainer_state.get("log_history", []), list):
         return "trainer_state.json is not a trainer state (no integer global_step)"
+    step = trainer_state["global_step"]
+    named = _CHECKPOINT.match(folder.name)
+    if named and int(named.group(1)) != step:  # the Trainer names the folder after the step it saved
+        return f"its trainer_state.json says global_step {step}, but the folder is {folder.name}"
+    logged = [e.get("step") for e in trainer_state.get("log_history", []) if isinstance(e, dict)]
+    if any(isinstance(s, int) and s > step for s in logged):
+        return f"its trainer_state.json logs steps after its global_step {step}"
     weight_files = [folder / w for w in ("adapter_model.safetensors", "model.safetensors") if (folder / w).is_file()]
     legacy = any((folder / w).is_file() for w in ("adapter_model.bin", "pytorch_model.bin"))
     sharded = any((shards / ".metadata").is_file() for shards in folder.glob("pytorch_model_fsdp_*"))

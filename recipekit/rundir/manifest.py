@@ -163,18 +163,23 @@ def recorded_as_text(old_value: Any, key: str, recipe) -> bool:
 def resume_differences(recipe, data_files: dict[str, Path]) -> list[str]:
     """What differs between this recipe and data and those recorded by the run being resumed.
 
-    Plugin keys and the settings in ``RESUME_NEUTRAL_KEYS`` are left out; a missing or
-    unreadable manifest (a run killed before it wrote one) gives nothing to compare.
+    Plugin keys and the settings in ``RESUME_NEUTRAL_KEYS`` are left out. A missing manifest (a
+    run killed before it wrote one) gives nothing to compare; an unreadable or foreign one is a
+    difference in itself, since nothing then shows the resume continues the same training.
     """
     path = Path(recipe.training.output_dir) / MANIFEST_NAME
+    unknown = (f"its {MANIFEST_NAME}, which records what that run trained, {{}}, so nothing shows that this "
+               "recipe and data are the ones it trained with")
+    if not path.exists():
+        return []  # a run killed before it wrote one: nothing to compare
     try:
         before = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return []
+    except (OSError, ValueError, RecursionError) as exc:
+        return [unknown.format(f"cannot be read ({getattr(exc, 'strerror', None) or type(exc).__name__})")]
     if not isinstance(before, dict) or not isinstance(before.get("recipe") or {}, dict) \
             or not isinstance(before.get("data") or {}, dict) \
             or not all(isinstance(e, dict) for e in (before.get("data") or {}).values()):
-        return []  # not a manifest this project writes: nothing trustworthy to compare against
+        return [unknown.format("is not a manifest this project writes")]
     # Only the keys of TRL's configs and the project's own: plugin keys (of this run or the earlier
     # one) change what is logged, not what is trained.
     trained = {f.name for config in (recipe.recipe, recipe.training, recipe.model) for f in fields(config)}
