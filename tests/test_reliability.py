@@ -176,6 +176,25 @@ def write_checkpoint(folder: Path, state: str | None = None) -> Path:
     return folder
 
 
+def test_resuming_into_another_lora_rank_is_refused_before_the_model_loads(tmp_path):
+    """A checkpoint's LoRA matrices have its rank's shape: another `lora_r` cannot load them, even with
+    `resume_despite_changes` (which covers settings that change the training, not the shapes)."""
+    from recipekit.config.parse import parse_recipe
+    from recipekit.errors import RecipeError
+    from recipekit.training.trainer import check_resume_matches
+
+    checkpoint = write_checkpoint(tmp_path / "run" / "checkpoint-10")
+    (checkpoint / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 32, "peft_type": "LORA"}))
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(f"model_name_or_path: m\nbf16: false\noutput_dir: {tmp_path / 'run'}\n"
+                           f"resume_from_checkpoint: {checkpoint}\nresume_despite_changes: true\n")
+    check_resume_matches(parse_recipe([str(recipe_file), "--lora_r", "8"], check_environment=False))
+    with pytest.raises(RecipeError) as refused:
+        check_resume_matches(parse_recipe([str(recipe_file), "--lora_r", "16"], check_environment=False))
+    assert "holds a LoRA adapter of rank 8, and this recipe trains rank 16" in str(refused.value)
+    assert "--lora_r 8" in str(refused.value)
+
+
 def test_resume_auto_picks_the_newest_complete_checkpoint(tmp_path):
     from recipekit.rundir.checkpoints import resolve_resume
 

@@ -83,6 +83,25 @@ def checkpoint_problem(folder: Path) -> str | None:
     return None
 
 
+def adapter_rank_problem(checkpoint: str | Path, lora_r: int) -> str | None:
+    """Why a checkpoint's LoRA weights cannot be loaded into an adapter of rank ``lora_r``, or None.
+
+    Other settings (alpha, learning rate, data) are compared with the run manifest and can be
+    overridden; a rank that differs cannot: the saved matrices have another shape.
+    """
+    config = Path(checkpoint) / "adapter_config.json"
+    try:
+        saved = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None  # no adapter config (a full-model or sharded checkpoint): nothing to compare here
+    rank = saved.get("r") if isinstance(saved, dict) else None
+    if not isinstance(rank, int) or rank == lora_r:
+        return None
+    return (f"{checkpoint} holds a LoRA adapter of rank {rank}, and this recipe trains rank {lora_r} (`lora_r`), so "
+            f"its weights cannot be loaded. Resume with `--lora_r {rank}`, or train the new rank into another "
+            "`output_dir`.")
+
+
 def usable_checkpoints(output_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
     """The newest whole checkpoint, and the newer ones skipped on the way with the reason for each."""
     folder = Path(output_dir)

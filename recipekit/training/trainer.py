@@ -20,6 +20,7 @@ from recipekit.config.values import evaluation_on
 from recipekit.errors import RecipeError, RunStopped
 from recipekit.fast_paths.varlen_attention import register_if_named
 from recipekit.rundir.checkpoints import (
+    adapter_rank_problem,
     clear_finished_run,
     resolve_resume,
     usable_checkpoints,
@@ -306,6 +307,8 @@ def check_resume_matches(recipe: Recipe) -> None:
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     if resume is None:
         return
+    if recipe.model.use_peft and (problem := adapter_rank_problem(resume, recipe.model.lora_r)):
+        raise RecipeError(problem)  # no override: the saved matrices have another shape
     splits = [recipe.recipe.train_split] + ([recipe.recipe.eval_split] if evaluation_on(args.eval_strategy) else [])
     changes = resume_differences(recipe, {s: split_path(recipe.recipe.data_dir, s) for s in splits})
     if not changes:
