@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def test_evaluate_reports_base_against_tuned(in_work_dir, capsys):
     assert main([str(run), "--split", "validation", "--max_new_tokens", "24"]) == 0
     out = run / "eval-validation"
     report = json.loads((out / "eval_report.json").read_text())
+    import hashlib
+
+    assert report["adapter_sha256"] == hashlib.sha256((run / "adapter_model.safetensors").read_bytes()).hexdigest()
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     questions = [json.loads(line)["question"] for line in (run.parent / "smoke-assets/fiqa/validation.jsonl").read_text().splitlines()]
 
@@ -335,6 +339,27 @@ def test_merge_gives_a_plain_model_with_the_same_outputs(in_work_dir, tmp_path):
     assert not torch.allclose(actual, base, atol=1e-3)  # the merge changed the weights
 
     assert main([str(in_work_dir), "--out", str(out)]) == 2  # never overwrites silently
+
+
+def test_a_run_folder_that_a_run_is_training_into_is_refused_by_every_reader(tmp_path, capsys):
+    """evaluate, generate and merge read the adapter a run in progress will replace: they wait for it."""
+    from recipekit.rundir.lock import RunLock
+    from recipes.evaluate import main as evaluate
+    from recipes.generate import main as generate
+    from recipes.merge import main as merge
+
+    run = tmp_path / "runs" / "smoke"
+    lock = RunLock(run)
+    lock.acquire()  # this process, alive: a run in progress
+    try:
+        for command in (lambda: evaluate([str(run)]), lambda: generate([str(run), "q"]),
+                        lambda: merge([str(run), "--out", str(tmp_path / "merged")])):
+            assert command() == 2
+            assert f"a run is training into {run} now (pid {os.getpid()}" in capsys.readouterr().err
+    finally:
+        lock.release()
+    assert evaluate([str(run)]) == 2  # free again: now refused only for what the folder lacks
+    assert "is not a finished run" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("out", ["RUN", "RUN/merged", "RUN/..", "."])

@@ -39,6 +39,7 @@ from recipekit.inference.trained_run import (
     load_run_recipe,
     load_run_tokenizer,
 )
+from recipekit.rundir.manifest import sha256_of
 from recipekit.runtime.atomic_io import atomic_save_figure, atomic_write_text
 from recipekit.training.data import (
     audit_truncation,
@@ -178,6 +179,8 @@ def markdown_report(report: dict, rows: list[dict], examples: int = 3) -> str:
         f"max_new_tokens={report['max_new_tokens']}, {report['decoding']}. Similarity gain (tuned - base): {gain['mean']:+.4f}, "
         f"paired bootstrap 95% CI [{gain['ci95'][0]:+.4f}, {gain['ci95'][1]:+.4f}].",
         "",
+        f"Adapter measured: `adapter_model.safetensors`, sha256 `{report.get('adapter_sha256', 'not recorded')}`.",
+        "",
         "| metric | base | tuned | change |",
         "|---|---|---|---|",
     ]
@@ -242,6 +245,8 @@ def evaluate_run(run_dir: Path, split: str, limit: int | None, max_new_tokens: i
                            generation_batch_size, **decoding)
     report = {
         "run_dir": str(run_dir), "split": split, "prompt_format": detect_prompt_format(records[0]),
+        # Which adapter was measured: a later run into the same folder replaces it.
+        "adapter_sha256": sha256_of(Path(run_dir) / "adapter_model.safetensors"),
         "base_model": recipe.model.model_name_or_path, "encoder": encoder, "encoder_loaded_from": resolve_encoder(encoder),
         "max_new_tokens": max_new_tokens, "decoding": {"do_sample": False, **decoding},
         "truncation": truncation.as_dict(),

@@ -16,6 +16,7 @@ from recipekit.rundir.checkpoints import (
     newest_complete_checkpoint,
     saved_adapter_problem,
 )
+from recipekit.rundir.lock import live_run_in
 
 
 def adapter_config_problem(path: Path) -> str | None:
@@ -36,6 +37,11 @@ def adapter_config_problem(path: Path) -> str | None:
 def load_run_recipe(run_dir: str | Path, *overrides: str) -> Recipe:
     """The recipe a run was trained with, from ``RUN_DIR/recipe.yaml``."""
     run = Path(run_dir)
+    if training := live_run_in(run):
+        raise RecipeError(
+            f"a run is training into {run} now ({training}): the adapter there is the one it will replace when it "
+            "ends. Wait for that run to finish, or point at a copy of the run folder."
+        )
     if not (run / "adapter_config.json").is_file() or not (run / "recipe.yaml").is_file():
         raise RecipeError(
             f"{run} is not a finished run: it lacks adapter_config.json or recipe.yaml. Pass the output_dir "

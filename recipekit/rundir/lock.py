@@ -141,6 +141,21 @@ class RunLock:
                 self.path.parent.rmdir()  # a run refused before writing anything leaves nothing behind
 
 
+def live_run_in(output_dir: str | Path) -> str | None:
+    """Who is training into ``output_dir`` now ("pid N on HOST, started T"), or None when no live
+    run holds its lock: for the commands that read a finished run (evaluate, generate, merge),
+    whose adapter such a run replaces when it ends."""
+    path = Path(output_dir) / LOCK_NAME
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8"))
+        age = time.time() - path.stat().st_mtime
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(owner, dict) or _stale_reason(owner, age) is not None:
+        return None
+    return f"pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}"
+
+
 def acquire_run_lock(output_dir: str | Path) -> RunLock:
     """Take the lock on the main process; every process raises if it was refused, so none goes on alone."""
     from accelerate import PartialState
