@@ -29,7 +29,12 @@ def damage(path, how: str) -> None:
                "empty-completion": b'{"prompt": "q", "completion": ""}',
                "control-byte": b'{"prompt": "q\\u0000", "completion": " x"}',
                "too-deep": b"[" * 100_000,
-               "chat-without-role": b'{"prompt": [{"content": "q"}], "completion": [{"role": "assistant", "content": "a"}]}'}[how]
+               "chat-without-role": b'{"prompt": [{"content": "q"}], "completion": [{"role": "assistant", "content": "a"}]}',
+               "chat-role-typo": b'{"prompt": [{"role": "sytem", "content": "s"}, {"role": "user", "content": "q"}], '
+                                 b'"completion": [{"role": "assistant", "content": "a"}]}',
+               "chat-roles-swapped": b'{"prompt": [{"role": "assistant", "content": "q"}], '
+                                     b'"completion": [{"role": "user", "content": "a"}]}',
+               "huge-record": b'{"prompt": "q", "completion": "' + b"x" * (17 * 2**20) + b'"}'}[how]
         path.write_bytes(b"".join(lines[:3]) + bad + b"\n" + b"".join(lines[3:]))
 
 
@@ -47,6 +52,9 @@ def damage(path, how: str) -> None:
         ("control-byte", "train.jsonl, line 4: `prompt` holds the control character '\\x00'"),
         ("too-deep", "train.jsonl, line 4: not a record preprocess.fiqa writes"),
         ("chat-without-role", "train.jsonl, line 4: `prompt` holds a message without a text `role`"),
+        ("chat-role-typo", "train.jsonl, line 4: a chat `prompt` holds the roles ['sytem', 'user']"),
+        ("chat-roles-swapped", "train.jsonl, line 4: a chat `prompt` holds the roles ['assistant']"),
+        ("huge-record", "train.jsonl, line 4: a record longer than 16 MiB"),
     ],
 )
 def test_a_damaged_split_is_named_with_its_line_and_nothing_is_written(how, expected, tmp_path, fiqa_jsonl_dir,

@@ -341,6 +341,31 @@ def test_merge_gives_a_plain_model_with_the_same_outputs(in_work_dir, tmp_path):
     assert main([str(in_work_dir), "--out", str(out)]) == 2  # never overwrites silently
 
 
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [({"lora_alpha": "thirty-two"}, "has `lora_alpha` 'thirty-two', where a positive number belongs"),
+     ({"r": 16}, "says rank 16, but the saved adapter matrices have rank 8"),
+     ({"target_modules": 5}, "has `target_modules` 5, where module names belong"),
+     ({"target_modules": ["no_such_proj"]}, "does not fit its base model")],
+    ids=["text alpha", "another rank", "not names", "unknown modules"],
+)
+def test_a_damaged_adapter_config_is_one_error_in_every_reader(in_work_dir, tmp_path, capsys, change, says):
+    from recipes.evaluate import main as evaluate
+    from recipes.generate import main as generate
+    from recipes.merge import main as merge
+
+    run = tmp_path / "run"
+    shutil.copytree(in_work_dir, run, ignore=shutil.ignore_patterns("checkpoint-*", "eval-*"))
+    config = json.loads((run / "adapter_config.json").read_text())
+    (run / "adapter_config.json").write_text(json.dumps({**config, **change}))
+    for command in (lambda: evaluate([str(run), "--limit", "1"]), lambda: generate([str(run), "q"]),
+                    lambda: merge([str(run), "--out", str(tmp_path / "merged")])):
+        assert command() == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, err[-2000:]
+    assert not (tmp_path / "merged").exists()
+
+
 def test_a_run_folder_that_a_run_is_training_into_is_refused_by_every_reader(tmp_path, capsys):
     """evaluate, generate and merge read the adapter a run in progress will replace: they wait for it."""
     from recipekit.rundir.lock import RunLock

@@ -437,6 +437,10 @@ def test_model_init_kwargs_are_the_ones_trl_sft_builds():
     assert model_init_kwargs(recipe.model, recipe.training) == expected
 
 
+ALIAS_BOMB = b"a: &a [x, x, x, x, x, x, x, x, x]\n" + b"".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n".encode() for i in range(9))  # 9**10 values
+
+
 @pytest.mark.parametrize(
     ("content", "says"),
     [
@@ -448,8 +452,10 @@ def test_model_init_kwargs_are_the_ones_trl_sft_builds():
         (b"model_name_or_path: m\nnum_train_epochs: .inf\n", "`num_train_epochs` is inf: it must be a finite number"),
         (b"model_name_or_path: m\nmax_grad_norm: .nan\n", "`max_grad_norm` is nan: it must be a finite number"),
         (b"model_name_or_path: m\nseed: 99999999999\n", "`seed` is 99999999999: use a value in [0, 2**32)"),
+        (ALIAS_BOMB, "expands, through its YAML anchors and aliases (&name / *name), into more than 100,000 values"),
+        (b"model_name_or_path: m\n" + b"# padding\n" * 200_000, "is 2 MiB; a recipe is a page of `key: value` lines"),
     ],
-    ids=["latin-1", "utf-16", "duplicate key", "deep nesting", "NUL", "inf", "nan", "seed"],
+    ids=["latin-1", "utf-16", "duplicate key", "deep nesting", "NUL", "inf", "nan", "seed", "alias bomb", "huge file"],
 )
 def test_a_malformed_recipe_file_is_named_in_one_paragraph(tmp_path, content, says):
     path = tmp_path / "recipe.yaml"

@@ -82,6 +82,26 @@ def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode,
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
+# A recipe is a page of keys. Bounds on what a shared recipe may make this process read or build:
+# YAML aliases can expand a few lines into billions of values (an "alias bomb").
+MAX_RECIPE_BYTES = 2**20
+MAX_RECIPE_VALUES = 100_000
+
+
+def _expanded_values(node: yaml.Node, counted: dict[int, int]) -> int:
+    """How many values the YAML node stands for once every alias is expanded (each shared node counted once
+    per use, computed once)."""
+    if id(node) in counted:
+        return counted[id(node)]
+    if isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_expanded_values(child, counted) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_expanded_values(k, counted) + _expanded_values(v, counted) for k, v in node.value)
+    else:
+        total = 1
+    counted[id(node)] = total
+    return total
+
 
 def load_recipe_file(path: Path) -> dict[str, Any]:
     """Read a recipe YAML file into a mapping, with a clear error for each way it can be wrong."""
@@ -89,10 +109,20 @@ def load_recipe_file(path: Path) -> dict[str, Any]:
 
     if not path.exists():
         raise RecipeError(f"recipe file {path} does not exist. Pass the path of a YAML recipe, e.g. recipes/smoke.yaml.")
+    if path.is_file() and path.stat().st_size > MAX_RECIPE_BYTES:
+        raise RecipeError(f"recipe {path} is {path.stat().st_size / 2**20:.0f} MiB; a recipe is a page of `key: value` "
+                          f"lines (at most {MAX_RECIPE_BYTES // 2**20} MiB). Pass a YAML recipe, e.g. a copy of "
+                          "recipes/smoke.yaml.")
     text = read_text(path, "recipe", "Pass a YAML recipe saved as UTF-8 text, e.g. a copy of recipes/smoke.yaml.")
     if bad := control_character(text):
         raise RecipeError(f"recipe {path} holds the control character {bad}: it is not a text recipe. Remove it.")
     try:
+        node = yaml.compose(text, Loader=_UniqueKeyLoader)  # aliases stay shared: nothing is expanded yet
+        if node is not None and _expanded_values(node, {}) > MAX_RECIPE_VALUES:
+            raise RecipeError(
+                f"recipe {path} expands, through its YAML anchors and aliases (&name / *name), into more than "
+                f"{MAX_RECIPE_VALUES:,} values: no recipe is that large. Write the values out, or remove the aliases."
+            )
         content = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise RecipeError(f"recipe {path} is not valid YAML: {exc}".rstrip(".") + ".") from None

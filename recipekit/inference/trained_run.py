@@ -20,7 +20,9 @@ from recipekit.rundir.lock import live_run_in
 
 
 def adapter_config_problem(path: Path) -> str | None:
-    """Why PEFT could not load this adapter_config.json, found before the base model loads."""
+    """Why PEFT could not load this adapter_config.json with the weights beside it, found before the
+    base model loads: each field PEFT reads is checked for its type, and the rank against the saved
+    matrices' shapes (the safetensors header, no tensor loaded)."""
     import json
 
     try:
@@ -29,9 +31,33 @@ def adapter_config_problem(path: Path) -> str | None:
         return f"{path.name} cannot be read as JSON ({exc})"
     if not isinstance(config, dict) or config.get("peft_type") != "LORA":
         return f"{path.name} does not describe a LoRA adapter (no `peft_type: LORA`)"
-    if not isinstance(config.get("r"), int) or config["r"] < 1:
+    rank, alpha, targets = config.get("r"), config.get("lora_alpha"), config.get("target_modules")
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
         return f"{path.name} has no positive integer rank `r`"
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
+        return f"{path.name} has `lora_alpha` {alpha!r}, where a positive number belongs"
+    if not (isinstance(targets, str) or (isinstance(targets, list) and targets
+                                        and all(isinstance(t, str) for t in targets))):
+        return f"{path.name} has `target_modules` {targets!r}, where module names belong"
+    if not config.get("rank_pattern"):
+        ranks = _saved_lora_ranks(path.parent / "adapter_model.safetensors")
+        if ranks and ranks != {rank}:
+            return (f"{path.name} says rank {rank}, but the saved adapter matrices have rank "
+                    f"{', '.join(map(str, sorted(ranks)))}")
     return None
+
+
+def _saved_lora_ranks(weights: Path) -> set[int]:
+    """The ranks of the saved ``lora_A`` matrices (their first dimension), read from the header."""
+    import json
+
+    try:
+        with weights.open("rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+    except (OSError, ValueError, MemoryError, OverflowError):
+        return set()  # a damaged file is named by saved_adapter_problem
+    return {entry["shape"][0] for name, entry in header.items()
+            if "lora_A" in name and isinstance(entry, dict) and entry.get("shape")}
 
 
 def load_run_recipe(run_dir: str | Path, *overrides: str) -> Recipe:
@@ -120,6 +146,12 @@ def load_adapter_model(run_dir: str | Path, recipe: Recipe, quantized: bool = Tr
     """Base model with the run's LoRA adapter attached (``disable_adapter()`` gives the base back)."""
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(load_base_model(recipe, quantized, keep_dtype), str(run_dir))
+    base = load_base_model(recipe, quantized, keep_dtype)
+    try:
+        model = PeftModel.from_pretrained(base, str(run_dir))
+    except ValueError as exc:  # PEFT's words for target modules the base model does not have
+        raise RecipeError(f"the adapter in {run_dir} does not fit its base model {recipe.model.model_name_or_path}: "
+                          f"{str(exc).splitlines()[0]} Check adapter_config.json's `target_modules`, or "
+                          "retrain the run.") from None
     model.eval()
     return model

@@ -40,6 +40,27 @@ def _text_problem(value, name: str) -> str | None:
     return None
 
 
+# A FiQA answer is a few KB; a record a thousand times longer is not training data, and reading
+# one line of a GiB would exhaust the machine's memory before anything could say so.
+MAX_RECORD_BYTES = 16 * 2**20
+# The roles a chat record may hold, in order: an optional system turn and the user's question in
+# the prompt, the assistant's answer in the completion (what completion-only loss trains on).
+PROMPT_ROLES = ("system", "user")
+COMPLETION_ROLES = ("assistant",)
+
+
+def _roles_problem(prompt: list[dict], completion: list[dict]) -> str | None:
+    prompt_roles = [m["role"] for m in prompt]
+    completion_roles = [m["role"] for m in completion]
+    if prompt_roles not in (["user"], ["system", "user"]):
+        return (f"a chat `prompt` holds the roles {prompt_roles}; it must be the user's question, after an optional "
+                "system turn (`system`, `user`), so the model learns to answer the user")
+    if completion_roles != ["assistant"]:
+        return (f"a chat `completion` holds the roles {completion_roles}; it must be the one `assistant` answer, "
+                "which is what the loss trains on")
+    return None
+
+
 def record_problem(record) -> str | None:
     """Why a JSONL record is not a prompt/completion example as TRL takes it, or None: both texts,
     or both lists of chat messages with a text ``role`` and ``content``."""
@@ -55,7 +76,7 @@ def record_problem(record) -> str | None:
                     return f"`{name}` holds a message without a text `role`"
                 if problem := _text_problem(message.get("content"), f"{name}` message `content"):
                     return problem
-        return None
+        return _roles_problem(prompt, completion)
     return _text_problem(prompt, "prompt") or _text_problem(completion, "completion")
 
 
@@ -74,7 +95,14 @@ def read_jsonl_records(path: Path, data_dir: str | Path) -> list[dict]:
     except OSError as exc:
         raise RecipeError(f"data file {path} cannot be read ({exc.strerror or exc}). {fix}") from None
     with handle:
-        for number, raw in enumerate(handle, 1):
+        number = 0
+        while raw := handle.readline(MAX_RECORD_BYTES + 1):
+            number += 1
+            if len(raw) > MAX_RECORD_BYTES:
+                raise RecipeError(
+                    f"{path}, line {number}: a record longer than {MAX_RECORD_BYTES // 2**20} MiB, which is no "
+                    f"question and answer (a FiQA record is a few KB); the file is damaged or not a split. {fix}"
+                )
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
