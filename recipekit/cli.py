@@ -2,8 +2,10 @@
 
 A command's body raises :class:`RecipeError` for what the user can fix, or :class:`RunStopped`
 when training stopped on purpose; :func:`run_command` prints it (``error: ...`` or
-``stopped: ...``) and returns the status, with no traceback. Anything else is a bug and keeps
-its traceback.
+``stopped: ...``) and returns the status, with no traceback. A failed write (a full disk, a
+quota, a read-only or failing file system), in whatever form the writing library reports it,
+is one policy for every command: one paragraph and ``ExitCode.WRITE_FAULT``. Anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from typing import Callable
 
 from recipekit.errors import ExitCode, RecipeError, RunStopped
+from recipekit.runtime.io_faults import command_write_fault_message, io_fault
 
 
 def run_command(body: Callable[[], int | None]) -> int:
@@ -24,3 +27,8 @@ def run_command(body: Callable[[], int | None]) -> int:
     except RunStopped as exc:
         print(f"stopped: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - only failed writes are reported here; the rest re-raises
+        if io_fault(exc) is None:
+            raise
+        print(f"error: {command_write_fault_message(exc)}", file=sys.stderr)
+        return ExitCode.WRITE_FAULT

@@ -341,6 +341,7 @@ def test_merge_gives_a_plain_model_with_the_same_outputs(in_work_dir, tmp_path):
     assert main([str(in_work_dir), "--out", str(out)]) == 2  # never overwrites silently
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "says"),
     [({"lora_alpha": "thirty-two"}, "has `lora_alpha` 'thirty-two', where a positive number belongs"),
@@ -363,6 +364,31 @@ def test_a_damaged_adapter_config_is_one_error_in_every_reader(in_work_dir, tmp_
         assert command() == 2
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err, err[-2000:]
+    assert not (tmp_path / "merged").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_and_merge_into_a_full_disk_are_one_paragraph(in_work_dir, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import transformers
+
+    import recipekit.inference.evaluation as evaluation
+    from recipes.evaluate import main as evaluate
+    from recipes.merge import main as merge
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(evaluation, "atomic_write_text", full)
+    assert evaluate([str(in_work_dir), "--limit", "1", "--max_new_tokens", "4", "--out", str(tmp_path / "e")]) == 74
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(f"error: the disk is full while writing {tmp_path / 'e'}")
+    assert "Traceback" not in err
+    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", lambda self, path, **kw: full(path))
+    assert merge([str(in_work_dir), "--out", str(tmp_path / "merged")]) == 74
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: the disk is full while writing") and "Traceback" not in err
     assert not (tmp_path / "merged").exists()
 
 

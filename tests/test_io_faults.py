@@ -148,3 +148,35 @@ def test_later_commands_refuse_an_adapter_the_run_failed_to_finish(tmp_path):
                                                     b' [4], "data_offsets": [0, 16]}}'.ljust(64) + b"\0" * 8)
     with pytest.raises(RecipeError, match="truncated"):
         load_run_recipe(run)
+
+
+def refusing(errno_: int):
+    """A writer that fails as the disk would: with the OS error and the file it was writing."""
+    def write(path, *args, **kwargs):
+        raise OSError(errno_, os.strerror(errno_), str(path))
+    return write
+
+
+@pytest.mark.parametrize(("errno_", "says"), [(errno.ENOSPC, "the disk is full"),
+                                              (errno.EROFS, "the file system is read-only")])
+def test_preprocess_into_a_disk_that_takes_no_writes_is_one_paragraph(tmp_path, fiqa_csv_dir, monkeypatch, capsys,
+                                                                      errno_, says):
+    import preprocess.fiqa as fiqa
+
+    monkeypatch.setattr(fiqa, "atomic_write_bytes", refusing(errno_))
+    monkeypatch.setattr(fiqa, "atomic_write_text", refusing(errno_))
+    assert fiqa.main(["--out", str(tmp_path / "out"), "--source", str(fiqa_csv_dir)]) == 74
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {says} while writing {tmp_path / 'out'}") and err.count("error:") == 1, err
+    assert "Nothing half-written was put in place" in err and "Traceback" not in err
+
+
+def test_a_lock_on_a_disk_remounted_read_only_is_left_without_hiding_why_the_run_stopped(tmp_path, monkeypatch):
+    from recipekit.rundir.lock import RunLock
+
+    lock = RunLock(tmp_path / "run")
+    lock.acquire()
+    monkeypatch.setattr(Path, "unlink", refusing(errno.EROFS))
+    lock.release()  # no OSError: the run's own stop message stays the one the user sees
+    monkeypatch.undo()
+    assert not lock.held and (tmp_path / "run" / ".run.lock").exists()

@@ -134,11 +134,17 @@ class RunLock:
                 pass
 
     def release(self) -> None:
-        if self.held:
+        """Remove the lock; on a disk that no longer takes writes (full, remounted read-only) leave it:
+        its owner's death makes it stale, and raising here would hide why the run stopped."""
+        if not self.held:
+            return
+        self.held = False
+        try:
             self.path.unlink(missing_ok=True)
-            self.held = False
             if self.created_dir and not any(self.path.parent.iterdir()):
                 self.path.parent.rmdir()  # a run refused before writing anything leaves nothing behind
+        except OSError:
+            pass
 
 
 def live_run_in(output_dir: str | Path) -> str | None:

@@ -76,3 +76,14 @@ def io_fault_message(error: BaseException, output_dir: str, during: str, last_go
         "or lower `save_total_limit`), then rerun the same command: with `resume_from_checkpoint: auto` it "
         "continues from there."
     )
+
+
+def command_write_fault_message(error: BaseException) -> str:
+    """One paragraph for a failed write in a command other than training (preprocess, evaluate,
+    merge, replot): what failed and where, the library's words, the free space, what to do."""
+    what, filename = io_fault(error) or ("a write failed", None)
+    where = f" while writing {filename}" if filename else ""
+    said = " ".join(str(error).split())[:200]
+    return (f"{what}{where} ({type(error).__name__}: {said}){free_space_line(filename or '.')}. Nothing half-written "
+            "was put in place: each output file is written whole or not at all. Free some space, or write to a "
+            "folder on another disk that you can write to, then rerun the same command.")
