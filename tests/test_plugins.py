@@ -415,6 +415,24 @@ def test_a_resumed_run_rebuilds_damaged_metrics_rows_from_the_checkpoint(tmp_pat
     assert [r["step"] for r in read_jsonl_rows(tmp_path / "metrics.jsonl")] == [1, 2]
 
 
+def test_a_rerun_after_a_stop_at_the_end_writes_the_end_of_training_rows_once(tmp_path):
+    """Stopped after the summary and final evaluation were logged (a full disk while saving the
+    adapter), then resumed from the last checkpoint: those rows are written again, not twice."""
+    import json
+
+    from plugins.loss_curves.metrics_log import MetricsLog, read_jsonl_rows
+
+    rows = [{"step": 10, "kind": "train", "loss": 2.0}, {"step": 20, "kind": "train", "loss": 1.5},
+            {"step": 20, "kind": "summary", "train_loss": 1.7}, {"step": 20, "kind": "final_eval", "eval_loss": 1.6}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    log = MetricsLog(tmp_path)
+    log.start(resumed_step=20)
+    log.append({"step": 20, "kind": "summary", "train_loss": 1.7})
+    log.append({"step": 20, "kind": "final_eval", "eval_loss": 1.6})
+    assert [(r["step"], r["kind"]) for r in read_jsonl_rows(tmp_path / "metrics.jsonl")] == [
+        (10, "train"), (20, "train"), (20, "summary"), (20, "final_eval")]
+
+
 def test_on_a_gpu_steps_are_timed_by_cuda_events_read_only_at_a_log(monkeypatch):
     """A torch.cuda.synchronize() at every step end would hold the CPU until the GPU is done, so it
     could not queue the next step meanwhile. Events stamped on the GPU's stream are read at a log."""

@@ -48,8 +48,10 @@ class MetricsLog:
         return self.run_dir / CSV_NAME
 
     def start(self, resumed_step: int, log_history: list[dict[str, Any]] | None = None) -> None:
-        """Fresh run: start empty. Resumed run: keep the rows up to the checkpoint's step; when
-        the file is damaged, rebuild them from the checkpoint's log history and say so."""
+        """Fresh run: start empty. Resumed run: keep the rows up to the checkpoint's step, less the
+        end-of-training rows (the summary and final evaluation: a run stopped after writing them,
+        by a full disk say, writes them again when it ends); when the file is damaged, rebuild the
+        rows from the checkpoint's log history and say so."""
         self.rows = []
         if resumed_step > 0 and self.jsonl_path.exists():
             try:
@@ -57,7 +59,8 @@ class MetricsLog:
             except RecipeError as exc:
                 print(f"{exc} Rebuilt the rows up to step {resumed_step} from the checkpoint's trainer state.")
                 rows = rows_from_log_history(log_history or [])
-            self.rows = [r for r in rows if int(r.get("step") or 0) <= resumed_step]
+            self.rows = [r for r in rows if int(r.get("step") or 0) <= resumed_step
+                         and r.get("kind") not in ("summary", "final_eval")]
         self.write()
 
     def append(self, row: dict[str, Any]) -> None:
