@@ -485,3 +485,38 @@ def test_a_folder_where_the_run_keeps_its_manifest_is_named(tmp_path):
         parse_recipe([str(RECIPES / "smoke.yaml"), "--output_dir", str(tmp_path / "run"), "--data_dir",
                       str(tmp_path / "data"), "--build_smoke_assets", "false", "--eval_strategy", "no",
                       "--load_best_model_at_end", "false"])
+
+
+def test_what_a_shared_recipe_does_beyond_training_is_named():
+    from recipekit.config.notices import outside_effects
+    from recipekit.config.schema import BUILTIN_PLUGINS
+
+    values = {"trust_remote_code": True, "model_name_or_path": "org/model", "push_to_hub": True,
+              "hub_model_id": "me/adapter", "report_to": ["tensorboard", "wandb"]}
+    said = outside_effects(values, ["plugins.loss_curves.LossCurves", "json.JSONDecoder"], BUILTIN_PLUGINS)
+    assert said[0].startswith("runs plugin code from outside the project: `json.JSONDecoder` (")
+    assert "json/__init__.py" in said[0]
+    assert said[1:] == ["runs the Python files of the model `org/model` (`trust_remote_code: true`)",
+                        "uploads the trained adapter to the Hugging Face Hub as `me/adapter` (`push_to_hub: true`)",
+                        "sends its metrics to wandb (`report_to`)"]
+    quiet = {"trust_remote_code": False, "push_to_hub": False, "report_to": "tensorboard"}
+    assert outside_effects(quiet, ["plugins.loss_curves.LossCurves"], BUILTIN_PLUGINS) == []
+
+
+def test_a_plugin_from_outside_the_project_is_named_before_its_code_runs(tmp_path, monkeypatch, capsys):
+    (tmp_path / "shared_plugin.py").write_text(
+        "import sys\nprint('PLUGIN CODE RAN', file=sys.stderr)\nfrom plugins.base import RecipePlugin\n"
+        "class Shared(RecipePlugin):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    parse_recipe([str(RECIPES / "smoke.yaml"), "--plugins", "plugins.loss_curves.LossCurves", "shared_plugin.Shared"])
+    err = capsys.readouterr().err
+    notice = f"notice: recipe {RECIPES / 'smoke.yaml'} runs plugin code from outside the project: `shared_plugin.Shared`"
+    assert notice in err and err.index(notice) < err.index("PLUGIN CODE RAN")
+
+
+def test_push_to_hub_offline_is_refused_before_anything_loads(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(RecipeError, match="`push_to_hub: true` uploads the adapter .* HF_HUB_OFFLINE is set"):
+        parse_recipe([str(RECIPES / "smoke.yaml"), "--push_to_hub", "true", "--hub_model_id", "me/adapter"])

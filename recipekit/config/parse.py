@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from recipekit.config.arguments import RecipeArguments
+from recipekit.config.notices import announce
 from recipekit.config.recipe import Recipe, to_plain
 from recipekit.config.schema import (
     BUILTIN_PLUGINS,
@@ -240,9 +241,13 @@ def parse_recipe(argv: list[str], check_environment: bool = True) -> Recipe:
     path, overrides = split_recipe_argv(argv)
     content = load_recipe_file(path)
     plugins = plugin_paths(content, overrides)
+    if check_environment:  # a run, not a finished run's recipe read back: before any plugin code is imported
+        announce(path, {}, plugins, BUILTIN_PLUGINS)
     keys, unlisted = recipe_keys(plugins)
     given, problems = typed_values(content, overrides, keys, unlisted)
     values = {**{k: s.default for k, s in keys.items()}, **PROJECT_DEFAULTS, **given}
+    if check_environment:  # before the model loads or anything is sent
+        announce(path, values, [], BUILTIN_PLUGINS)
     problems += check_values(values, check_environment)
     if not problems and check_environment:
         problems += check_machine(values)  # imports torch: only once everything else is right

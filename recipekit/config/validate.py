@@ -209,7 +209,15 @@ def check_files(v: dict[str, Any]) -> list[str]:
 def check_packages(v: dict[str, Any]) -> list[str]:
     import importlib.util
 
+    from huggingface_hub import constants
+
     problems = []
+    if v["push_to_hub"] and constants.HF_HUB_OFFLINE:
+        problems.append(
+            "`push_to_hub: true` uploads the adapter to the Hugging Face Hub, and HF_HUB_OFFLINE is set, so the "
+            "upload would fail after training. Unset HF_HUB_OFFLINE on a machine that reaches the hub, or set "
+            "push_to_hub: false and upload the output_dir later."
+        )
     if v["use_liger_kernel"] and importlib.util.find_spec("liger_kernel") is None:
         problems.append(
             "`use_liger_kernel: true` needs the package liger-kernel, which is not installed. Run "
