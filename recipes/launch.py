@@ -8,11 +8,11 @@ It takes exactly ``accelerate launch``'s arguments, e.g.::
 and runs accelerate's own launcher in this process. What it adds is what a job runner
 needs and plain ``accelerate launch`` does not do:
 
-- SIGTERM or SIGINT sent to this process (Kubernetes, Slurm and most job runners signal
-  only the launcher) is passed to every training process, and this process waits for them:
-  they finish the step in progress, write one checkpoint and exit (``recipekit.runtime.signals``).
-  On one process, accelerate 1.16's launcher replaces the SIGTERM handler while its child runs
-  and SIGKILLs the child 5 s after passing the signal on: the stop must fit in those 5 s.
+- SIGTERM, SIGINT, SIGHUP or SIGUSR1 sent to this process (Kubernetes, Slurm and most job
+  runners signal only the launcher) is passed to every training process, and this process
+  waits for them, however long their stop takes: they finish the step in progress, write one
+  checkpoint and exit (``recipekit.runtime.signals``). The launcher code's own handlers never
+  see the signals (accelerate 1.16's would SIGKILL a single worker 5 s after passing it on).
   Plain ``accelerate launch`` on one process differs between versions: 1.15 dies at once and
   leaves its worker to the kernel's parent-death signal; 1.16 passes SIGTERM on and SIGKILLs
   the worker 5 s later. On several processes it gives the workers 30 s before SIGKILL,
@@ -28,13 +28,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from recipekit.errors import ExitCode
 from recipekit.runtime.signals import STOP_SIGNALS, exit_code_for
 
 # Codes a training process ends with on purpose, having already said why in one paragraph.
-EXPLAINED_EXIT_CODES = frozenset(code for code in ExitCode if code != ExitCode.OK)
+EXPLAINED_EXIT_CODES = frozenset({*(code for code in ExitCode if code != ExitCode.OK),
+                                  *(exit_code_for(s) for s in STOP_SIGNALS)})
 
 
 def child_pids(parent: int) -> list[int]:
@@ -57,12 +59,19 @@ def child_pids(parent: int) -> list[int]:
 
 
 class SignalForwarder:
-    """Passes SIGTERM and SIGINT on to the training processes and remembers the first one."""
+    """Takes the stop signals for this process and passes each on to the training processes.
+
+    They are blocked in this process's threads and taken by one thread with ``sigwait``, so no
+    handler that the launcher code installs (accelerate 1.16's replaces the SIGTERM handler while
+    its child runs, and SIGKILLs the child 5 s later) ever sees them: the training processes
+    get every signal and as long as their stop takes. They inherit the blocked mask and unblock
+    it when they take over the signals (``recipekit.runtime.signals.StopRequest.install``).
+    """
 
     def __init__(self) -> None:
         self.received: int | None = None
 
-    def __call__(self, signum, frame) -> None:
+    def forward(self, signum: int) -> None:
         if self.received is None:
             self.received = signum
         for pid in child_pids(os.getpid()):
@@ -71,9 +80,13 @@ class SignalForwarder:
             except ProcessLookupError:
                 pass
 
+    def _wait_and_forward(self) -> None:
+        while True:
+            self.forward(signal.sigwait(STOP_SIGNALS))
+
     def install(self) -> None:
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, self)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        threading.Thread(target=self._wait_and_forward, name="signal-forwarder", daemon=True).start()
 
 
 def normalized(code: int | None) -> int:
@@ -103,10 +116,11 @@ def describe(codes: dict[int, int]) -> str:
 
 def launch(argv: list[str]) -> int:
     """Run ``accelerate launch ARGV`` here, with the signals passed on; returns the exit status."""
-    # torch.distributed.run (several processes) would take SIGTERM and SIGINT for itself and
-    # kill the workers 30 s later; this process handles them instead. Its failure log lines are
-    # left out: the training processes say what went wrong, and `describe` names the rest.
-    os.environ["PET_SIGNALS_TO_HANDLE"] = "SIGHUP,SIGQUIT"  # torchrun's --signals_to_handle
+    # torch.distributed.run (several processes) would take the stop signals for itself and kill
+    # the workers 30 s later; this process takes them instead (they are blocked for its handlers
+    # anyway). Its failure log lines are left out: the training processes say what went wrong,
+    # and `describe` names the rest.
+    os.environ["PET_SIGNALS_TO_HANDLE"] = "SIGQUIT"  # torchrun's --signals_to_handle
     os.environ.setdefault("LOGLEVEL", "CRITICAL")
     from accelerate.commands.launch import launch_command, launch_command_parser
 

@@ -44,6 +44,8 @@ class _Hold(TrainerCallback):
         deadline = time.time() + 120
         while not STOP.requested and not Path("release").exists() and time.time() < deadline:
             time.sleep(0.05)
+        if STOP.requested:  # the rest of a long step or evaluation pass, before the stop checkpoint
+            time.sleep(float(os.environ.get("STOP_TAKES_SECONDS", "0")))
 
 
 class Hold(RecipePlugin):
@@ -52,15 +54,15 @@ class Hold(RecipePlugin):
 '''.replace("HOLD_STEP", str(HOLD_STEP))
 
 
-def environment(work: Path, processes: int) -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+def environment(work: Path, processes: int, stop_takes: float = 0) -> dict[str, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "STOP_TAKES_SECONDS": str(stop_takes),
            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(work)]), "OMP_NUM_THREADS": "1"}
     if processes > 1:
         env["ACCELERATE_USE_CPU"] = "true"
     return env
 
 
-def start(work: Path, launcher: str, processes: int = 1, *overrides: str) -> subprocess.Popen:
+def start(work: Path, launcher: str, processes: int = 1, *overrides: str, stop_takes: float = 0) -> subprocess.Popen:
     """The smoke recipe with the hold plugin, under ``recipes.launch``, plain ``accelerate
     launch``, or no launcher (``python -m recipes.run``)."""
     (work / "hold.py").write_text(HOLD)
@@ -72,7 +74,7 @@ def start(work: Path, launcher: str, processes: int = 1, *overrides: str) -> sub
     else:
         command = [sys.executable, *program[launcher], "--config_file", str(config), "--num_processes",
                    str(processes), "--num_cpu_threads_per_process", "1", *recipe]
-    return subprocess.Popen(command, cwd=work, env=environment(work, processes), stdout=subprocess.PIPE,
+    return subprocess.Popen(command, cwd=work, env=environment(work, processes, stop_takes), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -182,6 +184,57 @@ def test_plain_accelerate_launch_killed_alone_leaves_no_worker_training(tmp_path
     run = tmp_path / "runs" / "smoke"
     manifest = json.loads((run / "run_manifest.json").read_text())
     assert manifest["status"] == "preempted" and (run / f"checkpoint-{HOLD_STEP + 1}" / "trainer_state.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signals", [1, 2], ids=["one SIGTERM", "two 0.3 s apart"])
+def test_a_stop_longer_than_any_launchers_grace_period_still_checkpoints(tmp_path, signals):
+    """The stop takes 8 s, longer than the 5 s accelerate 1.16's launcher gives a worker before
+    SIGKILL: under recipes.launch no launcher code sees the signal, so the stop finishes."""
+    process = start(tmp_path, "recipes.launch", stop_takes=8)
+    wait_until_held(tmp_path, process)
+    for _ in range(signals):
+        os.kill(process.pid, signal.SIGTERM)
+        time.sleep(0.3)
+    returncode, err = finish(tmp_path, process)
+    assert returncode == 143, err[-3000:]
+    assert f"SIGTERM received: stopped at step {HOLD_STEP + 1}" in err
+    assert_stopped_once(tmp_path, err, "preempted")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("target", "signum"), [("launcher", signal.SIGHUP), ("launcher", signal.SIGUSR1),
+                                                ("group", signal.SIGHUP)])
+def test_a_hangup_or_a_schedulers_warning_stops_like_a_preemption(tmp_path, target, signum):
+    process = start(tmp_path, "recipes.launch")
+    wait_until_held(tmp_path, process)
+    if target == "launcher":
+        os.kill(process.pid, signum)
+    else:
+        os.killpg(process.pid, signum)
+    returncode, err = finish(tmp_path, process)
+    assert returncode == 128 + signum, err[-3000:]
+    assert_stopped_once(tmp_path, err, "preempted")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["recipes.launch", "accelerate"])
+def test_a_launcher_killed_outright_leaves_a_worker_that_checkpoints_and_says_so(tmp_path, launcher):
+    """kill -9 of the launcher: the worker gets its parent-death SIGTERM and its output pipe to the
+    launcher is gone; it still checkpoints and records the stop instead of dying of a BrokenPipeError."""
+    process = start(tmp_path, launcher)
+    wait_until_held(tmp_path, process)
+    (worker,) = child_pids(process.pid)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    deadline = time.time() + 120
+    while not gone(worker):
+        assert time.time() < deadline, "the orphaned worker is still running"
+        time.sleep(0.2)
+    run = tmp_path / "runs" / "smoke"
+    manifest = json.loads((run / "run_manifest.json").read_text())
+    assert manifest["status"] == "preempted" and manifest["stopped_at_step"] == HOLD_STEP + 1
+    assert (run / f"checkpoint-{HOLD_STEP + 1}" / "trainer_state.json").is_file()
 
 
 def test_a_signal_before_training_ends_in_one_line_with_the_signal_status(tmp_path):

@@ -1,4 +1,4 @@
-"""SIGTERM and SIGINT in a training process: one checkpoint, a clear status, the right exit code.
+"""Stop signals in a training process: one checkpoint, a clear status, the right exit code.
 
 Schedulers (Slurm, Kubernetes, job runners) send SIGTERM before they preempt; people press
 Ctrl-C (SIGINT). Both end the same way: the step in progress finishes, one checkpoint is
@@ -27,8 +27,12 @@ import threading
 
 from transformers import TrainerCallback
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# The signals that stop a run like a preemption: a scheduler's SIGTERM, a person's Ctrl-C, a
+# closed terminal or ssh session (SIGHUP), and the early warning some schedulers send (Slurm's
+# `--signal=USR1@300`). Each ends with one checkpoint and exit status 128 + its number.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 _PR_SET_PDEATHSIG = 1
+_launcher_pid: int | None = None  # the parent that launched this process, when one did
 
 
 class StopBeforeTraining(SystemExit):
@@ -50,8 +54,8 @@ def exit_code_for(signum: int) -> int:
 
 
 def status_for(signum: int) -> str:
-    """The manifest status: a scheduler's SIGTERM preempts, a person's Ctrl-C interrupts."""
-    return "preempted" if signum == signal.SIGTERM else "interrupted"
+    """The manifest status: a person's Ctrl-C interrupts; every other stop signal preempts."""
+    return "interrupted" if signum == signal.SIGINT else "preempted"
 
 
 def signal_name(signum: int) -> str:
@@ -75,6 +79,8 @@ class StopRequest:
         return self.signum is not None
 
     def _handle(self, signum, frame) -> None:
+        if _launcher_pid is not None and os.getppid() != _launcher_pid:
+            _detach_output()  # the launcher died (this is its death signal): nobody reads our pipes now
         if self.signum is None:
             self.signum = signum
         if self.phase == "preparing":
@@ -82,13 +88,17 @@ class StopRequest:
             raise StopBeforeTraining(signum)
 
     def install(self) -> bool:
-        """Take over SIGTERM and SIGINT; False where signals cannot be handled (not the main thread)."""
+        """Take over the stop signals; False where signals cannot be handled (not the main thread).
+
+        ``recipes.launch`` blocks them in its own process and its children inherit that mask, so
+        they are unblocked here: one that came meanwhile is handled now."""
         if threading.current_thread() is not threading.main_thread():
             return False
         for signum in STOP_SIGNALS:
             if signum not in self._previous:
                 self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._handle)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         return True
 
     def release(self) -> None:
@@ -123,14 +133,29 @@ def die_with_launcher() -> None:
     launched = "LOCAL_RANK" in os.environ or any(k.startswith("ACCELERATE_") for k in os.environ)
     if not launched or not sys.platform.startswith("linux"):
         return
+    global _launcher_pid
     parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     except (OSError, AttributeError):
         return
+    _launcher_pid = parent
     if os.getppid() != parent:  # the launcher died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _detach_output() -> None:
+    """Point stdout and stderr at /dev/null. A launcher that reads this process's output through a
+    pipe (accelerate 1.16 does, for stderr) and died would turn the next progress bar or log line
+    into a BrokenPipeError, killing the stop it should let finish; the run manifest records the end."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def any_process_signal(signum: int | None) -> int | None:
