@@ -34,10 +34,11 @@ def adapter_config_problem(path: Path) -> str | None:
     rank, alpha, targets = config.get("r"), config.get("lora_alpha"), config.get("target_modules")
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
         return f"{path.name} has no positive integer rank `r`"
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
+    # Left out, PEFT takes its defaults (alpha 8, the model type's usual modules); given, they must fit.
+    if alpha is not None and (not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0):
         return f"{path.name} has `lora_alpha` {alpha!r}, where a positive number belongs"
-    if not (isinstance(targets, str) or (isinstance(targets, list) and targets
-                                        and all(isinstance(t, str) for t in targets))):
+    if targets is not None and not (isinstance(targets, str) or (isinstance(targets, list) and targets
+                                                                and all(isinstance(t, str) for t in targets))):
         return f"{path.name} has `target_modules` {targets!r}, where module names belong"
     if not config.get("rank_pattern"):
         ranks = _saved_lora_ranks(path.parent / "adapter_model.safetensors")

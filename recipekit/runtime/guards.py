@@ -1,7 +1,12 @@
-"""A callback that protects a long GPU job from a non-finite loss: a NaN or infinite training
-loss stops training before any checkpoint of the broken weights is written, so the newest
-checkpoint is the last good one. (Preemption's callback is with the rest of the signal handling,
-in ``recipekit.runtime.signals``.)
+"""Callbacks that protect a long GPU job: preemption and a non-finite loss.
+
+- A stop signal (``recipekit.runtime.signals``: SIGTERM, SIGINT, SIGHUP, SIGUSR1) asks the
+  trainer to save a checkpoint at the end of the current step and stop; the run then exits
+  cleanly and the same command with ``resume_from_checkpoint: auto`` continues from there. The
+  callback lives here, apart from the signal handling, because it needs transformers, and the
+  signals must be taken over before anything heavy is imported.
+- A NaN or infinite training loss stops training before any checkpoint of the broken
+  weights is written, so the newest checkpoint is the last good one.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import math
 
 from transformers import TrainerCallback
 
-from recipekit.runtime.signals import any_process_signal
+from recipekit.runtime.signals import STOP, any_process_signal
 
 
 def any_process(flag: bool) -> bool:
@@ -50,3 +55,28 @@ class NonFiniteLossGuard(TrainerCallback):
         finite = all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
         if any_process(not finite):
             self._trip(state, control)
+
+
+class PreemptionCallback(TrainerCallback):
+    """On SIGTERM or SIGINT (to any process): checkpoint at the end of the current optimizer
+    step, then stop. The signal itself only sets ``recipekit.runtime.signals.STOP``."""
+
+    def __init__(self) -> None:
+        self.stopped_at_step: int | None = None
+        self.signum: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        STOP.install()  # already done by recipes.run.train; a trainer used on its own gets it here
+        STOP.training_started()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        signum = any_process_signal(STOP.signum)
+        if signum is not None:
+            STOP.finishing()
+            control.should_save = True
+            control.should_evaluate = False  # the checkpoint, not an evaluation, is what the grace period is for
+            control.should_training_stop = True
+            self.stopped_at_step, self.signum = state.global_step, signum
+
+    def on_train_end(self, args, state, control, **kwargs):
+        STOP.finishing()  # what follows (the final evaluation, the save) checks STOP itself

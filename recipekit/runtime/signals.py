@@ -7,7 +7,7 @@ process exits 143 or 130 without a traceback. How a signal is handled depends on
 
 - *preparing* (model and data loading): nothing is worth saving yet, so the signal stops the
   process at once, as :class:`StopBeforeTraining`, which ``recipes.run`` reports in one line;
-- *training*: only a flag is set; ``PreemptionCallback`` (below) checks it at the end
+- *training*: only a flag is set; ``recipekit.runtime.guards.PreemptionCallback`` checks it at the end
   of every optimizer step and asks the trainer to save and stop;
 - *finishing* (after the stop was granted, or after training ended): further signals are
   ignored, so a second SIGTERM (torchrun sends one to ranks still saving) or a doubled Ctrl-C
@@ -24,8 +24,6 @@ import os
 import signal
 import sys
 import threading
-
-from transformers import TrainerCallback
 
 # The signals that stop a run like a preemption: a scheduler's SIGTERM, a person's Ctrl-C, a
 # closed terminal or ssh session (SIGHUP), and the early warning some schedulers send (Slurm's
@@ -172,28 +170,3 @@ def any_process_signal(signum: int | None) -> int | None:
     value = torch.tensor([signum or 0], device=PartialState().device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return int(value.item()) or None
-
-
-class PreemptionCallback(TrainerCallback):
-    """On SIGTERM or SIGINT (to any process): checkpoint at the end of the current optimizer
-    step, then stop. The signal itself only sets ``recipekit.runtime.signals.STOP``."""
-
-    def __init__(self) -> None:
-        self.stopped_at_step: int | None = None
-        self.signum: int | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        STOP.install()  # already done by recipes.run.train; a trainer used on its own gets it here
-        STOP.training_started()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        signum = any_process_signal(STOP.signum)
-        if signum is not None:
-            STOP.finishing()
-            control.should_save = True
-            control.should_evaluate = False  # the checkpoint, not an evaluation, is what the grace period is for
-            control.should_training_stop = True
-            self.stopped_at_step, self.signum = state.global_step, signum
-
-    def on_train_end(self, args, state, control, **kwargs):
-        STOP.finishing()  # what follows (the final evaluation, the save) checks STOP itself

@@ -15,7 +15,7 @@ from recipekit.config.recipe import Recipe
 from recipekit.errors import ExitCode, RecipeError, RunStopped
 from recipekit.rundir.checkpoints import newest_complete_checkpoint
 from recipekit.rundir.manifest import RunManifest
-from recipekit.runtime.guards import NonFiniteLossGuard
+from recipekit.runtime.guards import NonFiniteLossGuard, PreemptionCallback
 from recipekit.runtime.io_faults import io_fault, io_fault_message
 from recipekit.runtime.out_of_memory import (
     EvaluationPhase,
@@ -23,7 +23,6 @@ from recipekit.runtime.out_of_memory import (
     out_of_memory_message,
 )
 from recipekit.runtime.signals import (
-    PreemptionCallback,
     exit_code_for,
     signal_name,
     status_for,

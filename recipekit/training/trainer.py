@@ -28,11 +28,10 @@ from recipekit.rundir.checkpoints import (
 from recipekit.rundir.lock import RunLock, acquire_run_lock
 from recipekit.rundir.manifest import RunManifest, is_finished_run, resume_differences
 from recipekit.runtime.atomic_io import atomic_write_text
-from recipekit.runtime.guards import NonFiniteLossGuard
+from recipekit.runtime.guards import NonFiniteLossGuard, PreemptionCallback
 from recipekit.runtime.out_of_memory import EvaluationPhase
 from recipekit.runtime.signals import (
     STOP,
-    PreemptionCallback,
     StopBeforeTraining,
     any_process_signal,
     exit_code_for,
