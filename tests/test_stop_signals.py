@@ -95,6 +95,13 @@ def gone(pid: int) -> bool:
     return state == "Z"
 
 
+def wait_until_gone(pid: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not gone(pid):
+        assert time.time() < deadline, f"the worker {pid} is still running"
+        time.sleep(0.2)
+
+
 def finish(work: Path, process: subprocess.Popen) -> tuple[int, str]:
     (work / "release").write_text("")  # ranks that got no signal wait for the others' stop
     _, err = process.communicate(timeout=300)
@@ -177,10 +184,7 @@ def test_plain_accelerate_launch_killed_alone_leaves_no_worker_training(tmp_path
     (worker,) = child_pids(process.pid)
     os.kill(process.pid, signal.SIGTERM)
     assert process.wait(timeout=60) in (-signal.SIGTERM, 143)
-    deadline = time.time() + 120
-    while not gone(worker):
-        assert time.time() < deadline, "the worker is still running"
-        time.sleep(0.2)
+    wait_until_gone(worker)
     run = tmp_path / "runs" / "smoke"
     manifest = json.loads((run / "run_manifest.json").read_text())
     assert manifest["status"] == "preempted" and (run / f"checkpoint-{HOLD_STEP + 1}" / "trainer_state.json").is_file()
@@ -227,10 +231,7 @@ def test_a_launcher_killed_outright_leaves_a_worker_that_checkpoints_and_says_so
     (worker,) = child_pids(process.pid)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
-    deadline = time.time() + 120
-    while not gone(worker):
-        assert time.time() < deadline, "the orphaned worker is still running"
-        time.sleep(0.2)
+    wait_until_gone(worker)
     run = tmp_path / "runs" / "smoke"
     manifest = json.loads((run / "run_manifest.json").read_text())
     assert manifest["status"] == "preempted" and manifest["stopped_at_step"] == HOLD_STEP + 1
