@@ -72,6 +72,17 @@ def _stale_reason(owner: dict, age_seconds: float) -> str | None:
     return None
 
 
+def _read_owner(path: Path) -> tuple[dict, float]:
+    """The lock's owner record and its heartbeat's age; ``{}`` for a torn, unreadable or foreign
+    lock (whoever wrote it did not finish, or it is not one this project writes)."""
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8"))
+        age = time.time() - path.stat().st_mtime
+    except (OSError, ValueError, RecursionError):
+        return {}, float("inf")
+    return (owner if isinstance(owner, dict) else {}), age
+
+
 class RunLock:
     """``acquire()`` before anything is written into ``output_dir``; ``release()`` when the run ends."""
 
@@ -109,13 +120,7 @@ class RunLock:
         raise RecipeError(f"could not take the run lock {self.path}; another run took it at the same moment.")
 
     def _take_over_if_stale(self) -> None:
-        try:
-            owner = json.loads(self.path.read_text(encoding="utf-8"))
-            age = time.time() - self.path.stat().st_mtime
-        except (OSError, ValueError):  # torn or unreadable: whoever wrote it did not finish
-            owner, age = {}, float("inf")
-        if not isinstance(owner, dict):  # not a lock this project writes
-            owner = {}
+        owner, age = _read_owner(self.path)
         reason = _stale_reason(owner, age) if owner else "it is unreadable"
         if reason is None:
             raise RecipeError(
@@ -151,13 +156,8 @@ def live_run_in(output_dir: str | Path) -> str | None:
     """Who is training into ``output_dir`` now ("pid N on HOST, started T"), or None when no live
     run holds its lock: for the commands that read a finished run (evaluate, generate, merge),
     whose adapter such a run replaces when it ends."""
-    path = Path(output_dir) / LOCK_NAME
-    try:
-        owner = json.loads(path.read_text(encoding="utf-8"))
-        age = time.time() - path.stat().st_mtime
-    except (OSError, ValueError, RecursionError):
-        return None
-    if not isinstance(owner, dict) or _stale_reason(owner, age) is not None:
+    owner, age = _read_owner(Path(output_dir) / LOCK_NAME)
+    if not owner or _stale_reason(owner, age) is not None:
         return None
     return f"pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}"
 

@@ -63,14 +63,19 @@ def free_space_line(folder: str | Path) -> str:
     return f"; {free / 2**30:.2f} GiB free on the disk of {folder} now"
 
 
+def _fault_words(error: BaseException) -> tuple[str, str, str | None]:
+    """What failed and where ("the disk is full while writing X"), the library's own words, the file."""
+    what, filename = io_fault(error) or ("a write failed", None)
+    where = f" while writing {filename}" if filename else ""
+    return what + where, f"{type(error).__name__}: {' '.join(str(error).split())[:200]}", filename
+
+
 def io_fault_message(error: BaseException, output_dir: str, during: str, last_good: str | None) -> str:
     """One paragraph: what failed, where and when, what the library said, the disk's free space
     now, the checkpoint a rerun will continue from, and what to do."""
-    what, filename = io_fault(error) or ("a write failed", None)
-    where = f" while writing {filename}" if filename else ""
-    said = " ".join(str(error).split())[:200]
+    what, said, _ = _fault_words(error)
     return (
-        f"{what}{where}, {during} ({type(error).__name__}: {said}){free_space_line(output_dir)}. The run stopped; "
+        f"{what}, {during} ({said}){free_space_line(output_dir)}. The run stopped; "
         "files it was writing are not trusted later (a partial checkpoint is skipped on resume). The newest whole "
         f"checkpoint is {last_good or '(none yet)'}. Free some space (or choose an `output_dir` on a larger disk, "
         "or lower `save_total_limit`), then rerun the same command: with `resume_from_checkpoint: auto` it "
@@ -81,9 +86,7 @@ def io_fault_message(error: BaseException, output_dir: str, during: str, last_go
 def command_write_fault_message(error: BaseException) -> str:
     """One paragraph for a failed write in a command other than training (preprocess, evaluate,
     merge, replot): what failed and where, the library's words, the free space, what to do."""
-    what, filename = io_fault(error) or ("a write failed", None)
-    where = f" while writing {filename}" if filename else ""
-    said = " ".join(str(error).split())[:200]
-    return (f"{what}{where} ({type(error).__name__}: {said}){free_space_line(filename or '.')}. Nothing half-written "
+    what, said, filename = _fault_words(error)
+    return (f"{what} ({said}){free_space_line(filename or '.')}. Nothing half-written "
             "was put in place: each output file is written whole or not at all. Free some space, or write to a "
             "folder on another disk that you can write to, then rerun the same command.")
