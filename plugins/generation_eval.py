@@ -27,7 +27,7 @@ from transformers import TrainerCallback
 
 from plugins.base import RecipePlugin
 from recipekit.errors import RecipeError
-from recipekit.inference.answers import DEFAULT_REPETITION_PENALTY
+from recipekit.inference.decoding import DEFAULT_REPETITION_PENALTY
 from recipekit.inference.scoring import DEFAULT_ENCODER, SHORT_ANSWER_WORDS
 
 GENERATION_METRICS = ("eval_similarity", "eval_rougeL", "eval_answer_words", "eval_short_answers")
@@ -124,8 +124,9 @@ class GenerationEval(RecipePlugin):
     def callbacks(self, recipe) -> list[TrainerCallback]:
         from preprocess.prompt_format import detect_prompt_format
         from recipekit.training.data import read_split
+        from recipekit.training.sources import evaluation_folder
 
-        records = read_split(recipe.recipe.data_dir, recipe.recipe.eval_split)  # errors name the file and line
+        records = read_split(evaluation_folder(recipe.recipe), recipe.recipe.eval_split)  # errors name the file and line
         wanted = self.config.generation_eval_questions
         subset = records[:wanted] if wanted else records
         return [GenerationEvalCallback(subset, detect_prompt_format(records[0]), self.config)]

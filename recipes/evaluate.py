@@ -17,7 +17,7 @@ from pathlib import Path
 
 from recipekit.cli import run_command
 from recipekit.errors import RecipeError
-from recipekit.inference.answers import DEFAULT_REPETITION_PENALTY
+from recipekit.inference.decoding import DEFAULT_MAX_NEW_TOKENS, DEFAULT_REPETITION_PENALTY
 from recipekit.inference.evaluation import evaluate_run
 from recipekit.inference.scoring import DEFAULT_ENCODER
 
@@ -39,7 +39,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dir", type=Path, help="output_dir of a finished recipes.run run")
     parser.add_argument("--split", default="test", help="split file of the run's data_dir (default test)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N questions only")
-    parser.add_argument("--max_new_tokens", type=int, default=256)
+    parser.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--batch_size", type=int, default=8, help="examples a forward pass for the loss (default 8)")
     parser.add_argument("--generation_batch_size", default="auto",
                         help="questions answered together (default auto: as many as the GPU's free memory holds, "

@@ -12,32 +12,16 @@ import json
 import sys
 from pathlib import Path
 
-from preprocess.prompt_format import detect_prompt_format
 from recipekit.cli import run_command
 from recipekit.errors import RecipeError
-from recipekit.inference.answers import DEFAULT_REPETITION_PENALTY, generate_answers
+from recipekit.inference.answers import generate_answers
+from recipekit.inference.decoding import DEFAULT_MAX_NEW_TOKENS, DEFAULT_REPETITION_PENALTY
 from recipekit.inference.trained_run import (
     load_adapter_model,
     load_run_recipe,
     load_run_tokenizer,
+    run_prompt_format,
 )
-from recipekit.training.data import split_path
-
-
-def run_prompt_format(recipe) -> str:
-    """The format of the run's training data (first record of its train split)."""
-    path = split_path(recipe.recipe.data_dir, recipe.recipe.train_split)
-    if not path.is_file():
-        return "completion"
-    try:
-        with path.open(encoding="utf-8") as handle:
-            return detect_prompt_format(json.loads(handle.readline()))
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError, RecursionError) as exc:
-        raise RecipeError(
-            f"the run's training data {path} (line 1), which tells the prompt format to answer in, cannot be read: "
-            f"{exc}. Restore it with `python -m preprocess.fiqa --out {recipe.recipe.data_dir}` (and the --format "
-            "the run was trained with)."
-        ) from None
 
 
 def read_questions(args) -> list[str]:
@@ -60,7 +44,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dir", type=Path, help="output_dir of a finished recipes.run run")
     parser.add_argument("questions", nargs="*", help="questions to answer")
     parser.add_argument("--file", type=Path, default=None, help="text file with one question per line")
-    parser.add_argument("--max_new_tokens", type=int, default=256)
+    parser.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--repetition_penalty", type=float, default=DEFAULT_REPETITION_PENALTY,
                         help="greedy decoding with this repetition penalty (1.0: plain greedy, which loops after "
@@ -73,7 +57,7 @@ def make_parser() -> argparse.ArgumentParser:
 def answer_questions(args: argparse.Namespace) -> None:
     questions = read_questions(args)
     recipe = load_run_recipe(args.run_dir)
-    prompt_format = run_prompt_format(recipe)  # before the model loads: a bad file fails in seconds
+    prompt_format = run_prompt_format(args.run_dir, recipe)  # before the model loads: a bad file fails in seconds
     tokenizer = load_run_tokenizer(args.run_dir)
     model = load_adapter_model(args.run_dir, recipe)
     source = "the base model alone, adapter disabled" if args.base else "the base model + this run's adapter"

@@ -3,7 +3,9 @@
 Loads the base model unquantized in the recipe's dtype (for a QLoRA run: the bf16 base,
 not the 4-bit one, since 4-bit weights cannot absorb the update exactly), merges the LoRA
 update with PEFT's ``merge_and_unload`` and saves a plain model plus the run's tokenizer,
-which ``AutoModelForCausalLM.from_pretrained(DIR)`` loads with no PEFT installed.
+which ``AutoModelForCausalLM.from_pretrained(DIR)`` loads with no PEFT installed, with the
+chat template and ``generation_config.json`` that make vLLM, TGI or ``transformers`` ask and
+stop as ``recipes.evaluate`` did (``recipekit.inference.serving``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from recipekit.inference.trained_run import (
     load_adapter_model,
     load_run_recipe,
     load_run_tokenizer,
+    run_prompt_format,
 )
+from recipekit.inference.serving import write_serving_files
 
 
 def out_dir_problem(run_dir: Path, out_dir: Path) -> str | None:
@@ -46,13 +50,14 @@ def merge_run(run_dir: Path, out_dir: Path, overwrite: bool = False) -> Path:
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise RecipeError(f"--out {out_dir} exists and is not empty. Choose a new folder or pass --overwrite.")
     recipe = load_run_recipe(run_dir)
+    prompt_format = run_prompt_format(run_dir, recipe)
     tokenizer = load_run_tokenizer(run_dir)
     # In the recipe's own dtype, on a CPU too: a bf16 run merges into a bf16 model, as its base is.
     model = load_adapter_model(run_dir, recipe, quantized=False, keep_dtype=True).merge_and_unload()
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+    write_serving_files(staging, tokenizer, prompt_format, model.generation_config)
     # The old folder (with --overwrite) is moved aside, not deleted, until the new one is in place:
     # if the new one cannot be put in place, the old one is put back.
     previous = out_dir.with_name(out_dir.name + ".previous")

@@ -104,8 +104,8 @@ def test_truncation_without_answer_tokens_is_counted_and_left_out(tmp_path, tiny
     expected_left_out = sum(p >= limit for p in prompt_lengths)
     assert 0 < expected_left_out < len(records) / 2
 
-    trainer, reports = build_trainer(make_recipe(tmp_path, tiny_model_dir, fiqa_jsonl_dir, "--max_length", str(limit)))
-    train_report = next(r for r in reports if r.split == "train")
+    trainer, data = build_trainer(make_recipe(tmp_path, tiny_model_dir, fiqa_jsonl_dir, "--max_length", str(limit)))
+    train_report = next(r for r in data.reports if r.split == "train")
     assert train_report.left_out == expected_left_out
     assert train_report.answers_cut == len(records) - expected_left_out
     assert len(trainer.train_dataset) == len(records) - expected_left_out

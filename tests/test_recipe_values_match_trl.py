@@ -23,6 +23,9 @@ named here (and checked for what the project does instead) and nowhere else:
 7. a bool key may stand alone (``--bf16`` for ``--bf16 true``), as HfArgumentParser allows for
    plain bools, also for ``Optional[bool]`` keys.
 8. stricter: a key that takes text but no bool needs a value (TRL reads a bare ``--fsdp`` as True).
+9. ``datasets`` (the project's list of data sources) takes paths and YAML mappings, each checked as
+   a source (``recipekit.training.sources.parse_sources``); TRL's parser has no way to read a list
+   of mappings from the command line.
 """
 
 from __future__ import annotations
@@ -84,9 +87,14 @@ NULL_WORDS = {"none", "null", "~"}
 
 
 def deliberate_difference(spec, tokens: list[str], ours: object, problem: str | None) -> bool:
-    """True for the cases of differences 1-7 in this module's docstring, once what the project does
+    """True for the cases of differences 1-9 in this module's docstring, once what the project does
     instead is checked; False for every other case, which must match TRL."""
     kinds = set(spec.kinds)
+    if spec.name == "datasets":  # 9
+        from recipekit.training.sources import parse_sources
+
+        assert (ours, problem) == parse_sources(list(tokens))
+        return True
     if not tokens:
         if "bool" in kinds and "list" not in kinds:  # 7
             assert ours is True and problem is None

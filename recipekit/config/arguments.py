@@ -17,6 +17,20 @@ class RecipeArguments:
         default="data/fiqa",
         metadata={"help": "Folder of JSONL splits written by `python -m preprocess.fiqa --out DIR`."},
     )
+    datasets: list[dict] | None = field(
+        default=None,
+        metadata={"help": "Several training sources instead of one data_dir: a list of `path:` (a folder from "
+                  "preprocess.fiqa, a .jsonl/.csv/.parquet file of question/answer rows, or a hub dataset id), each "
+                  "with optional `columns: {question: q, answer: a}`, `weight:` (a row count, or a share of the "
+                  "mixture between 0 and 1), and for a hub id `name:` and `split:`. Evaluation uses the folders' "
+                  "eval_split (docs/data.md)."},
+    )
+    prompt_format: str | None = field(
+        default=None,
+        metadata={"help": "The prompt format file and hub sources are written in: completion, chat or nemotron-chat. "
+                  "Default: the format of the recipe's preprocess.fiqa folders, else completion.",
+                  "choices": ["completion", "chat", "nemotron-chat"]},
+    )
     train_split: str = field(default="train", metadata={"help": "Split file (without .jsonl) to train on."})
     eval_split: str = field(
         default="validation", metadata={"help": "Split file (without .jsonl) evaluated during training."}

@@ -179,6 +179,10 @@ def recipe_keys(plugins: list[str]) -> tuple[dict[str, KeySpec], dict[str, str]]
 
 
 def unknown_key_problem(key: str, where: str, keys: dict[str, KeySpec], unlisted: dict[str, str]) -> str:
+    from recipekit.training.sources import TRL_DATA_KEYS, trl_data_key_problem
+
+    if key in TRL_DATA_KEYS:
+        return trl_data_key_problem(key)
     if key in unlisted:
         return f"`{key}` {where} belongs to the plugin {unlisted[key]}, which the recipe does not list under `plugins:`."
     return f"unknown key `{key}` {where}.{closest_key_hint(str(key), list(keys))}"

@@ -118,6 +118,12 @@ def check_combinations(v: dict[str, Any]) -> list[str]:
             "`fused_lora_qkv: true` groups layers that have the fused LoRA forward, but `fused_lora_forward` is false. "
             "Set fused_lora_forward: true as well, or fused_lora_qkv: false."
         )
+    if v.get("dataset_text_field", "text") != "text":
+        from recipekit.training.sources import DATASETS_EXAMPLE
+
+        problems.append("`dataset_text_field` names a plain-text column for `trl sft`; this project trains on "
+                        "question/answer examples and does not read it. Map your columns in `datasets:` instead, "
+                        f"e.g.\n{DATASETS_EXAMPLE}")
     if not v.get("model_name_or_path"):
         problems.append("`model_name_or_path` is not set: name a hub model or a local folder.")
     return problems
@@ -186,22 +192,32 @@ def check_files(v: dict[str, Any]) -> list[str]:
     problems = check_output_dir(v)
     if v.get("build_smoke_assets"):
         return problems  # the data is built on demand
-    from recipekit.training.data import preprocess_hint, split_path
+    from types import SimpleNamespace
 
-    data_dir = v["data_dir"]
-    train_file = split_path(data_dir, v["train_split"])
-    if not train_file.is_file():
-        problems.append(
-            f"the training data {train_file} does not exist. Write it with `{preprocess_hint(data_dir)}`, "
-            "or point `data_dir` at the folder that holds it."
-        )
+    from recipekit.training.data import preprocess_hint, split_path
+    from recipekit.training.sources import recipe_sources, source_file_problem
+
+    sources = recipe_sources(SimpleNamespace(datasets=v.get("datasets"), data_dir=v["data_dir"]))
+    folders = [s for s in sources if s.kind == "folder" or not v.get("datasets")]
+    for index, source in enumerate(sources):
+        if source in folders:
+            train_file = split_path(source.path, v["train_split"])
+            if not train_file.is_file():
+                where = "`data_dir`" if not v.get("datasets") else f"`datasets` {source.label(index)}"
+                problems.append(
+                    f"the training data {train_file} does not exist. Write it with `{preprocess_hint(source.path)}`, "
+                    f"or point {where} at the folder that holds it."
+                )
+        elif problem := source_file_problem(source, index):
+            problems.append(problem)
     if evaluation_on(v["eval_strategy"]):
-        eval_file = split_path(data_dir, v["eval_split"]) if v["eval_split"] else None
-        if eval_file is None or not eval_file.is_file():
+        eval_files = [split_path(s.path, v["eval_split"]) for s in folders] if v["eval_split"] else []
+        if not any(f.is_file() for f in eval_files):
+            where = ", ".join(map(str, eval_files)) or "(no eval_split)"
             problems.append(
                 f"evaluation is on (`eval_strategy: {as_text(v['eval_strategy'])}`) but the evaluation data "
-                f"{eval_file or '(no eval_split)'} does not exist. Preprocess it, set `eval_split`, or set "
-                "`eval_strategy: no` (and `load_best_model_at_end: false`)."
+                f"{where} does not exist (files and hub sources in `datasets:` are trained on, not evaluated). "
+                "Preprocess it, set `eval_split`, or set `eval_strategy: no` (and `load_best_model_at_end: false`)."
             )
     return problems
 

@@ -100,6 +100,10 @@ def coerce(spec: KeySpec, value: Any, from_cli: bool = False) -> tuple[Any, str 
 
     ``value`` is what YAML gave, or (``from_cli``) the list of tokens that followed ``--key``.
     """
+    if spec.name == "datasets" and spec.owner == "RecipeArguments":  # a list of mappings, by its own rules
+        from recipekit.training.sources import parse_sources
+
+        return parse_sources(list(value) if from_cli else value)
     if from_cli and "list" not in spec.kinds:
         if len(value) == 0:
             if "bool" in spec.kinds:

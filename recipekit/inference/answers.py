@@ -11,11 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from preprocess.prompt_format import PromptFormat, build_messages, build_prompt
-
-# Greedy decoding of a fine-tuned SmolLM2 repeated one sentence until max_new_tokens in 30 of 48
-# answers; a penalty of 1.2 ended those loops and was the decoding the quality sweep chose
-# (bench/README.md). The CLIs and the GenerationEval plugin default to it; 1.0 is plain greedy.
-DEFAULT_REPETITION_PENALTY = 1.2
+from recipekit.inference.decoding import DEFAULT_MAX_NEW_TOKENS, stop_token_ids
 
 
 # Questions a batch where no free-memory figure sizes it: on a CPU, and for a model whose config
@@ -115,7 +111,7 @@ def generate_answers(
     tokenizer,
     questions: list[str],
     prompt_format: PromptFormat,
-    max_new_tokens: int = 256,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int | None = 8,
     description: str = "generating",
     progress: bool = True,
@@ -124,7 +120,8 @@ def generate_answers(
 ) -> list[Answer]:
     """Greedy answers, in the questions' order, from left-padded batches of up to ``batch_size``
     (None: as many as the GPU's free memory holds, :func:`fitting_batch_size`; made smaller while
-    the GPU runs out of memory), stopping at EOS.
+    the GPU runs out of memory), stopping at any of :func:`~recipekit.inference.decoding.stop_token_ids`
+    (the token training ended answers with and the model's EOS ids, as the served model stops).
 
     ``repetition_penalty`` (> 1 discourages tokens already in the text) and
     ``no_repeat_ngram_size`` (forbids repeating any n-gram) are transformers' guards against
@@ -137,7 +134,7 @@ def generate_answers(
 
     texts, lengths = prompts_and_lengths(questions, prompt_format, tokenizer)
     add_special = adds_special_tokens(prompt_format)
-    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    stops, pad_id = stop_token_ids(tokenizer, prompt_format, getattr(model, "generation_config", None)), tokenizer.pad_token_id
     # Longest prompts first: batches of like lengths waste little on padding, and a batch too big
     # for the GPU fails on the first batch, not after minutes of work.
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
@@ -160,13 +157,14 @@ def generate_answers(
             ).to(device)
             with torch.no_grad():
                 output = model.generate(
-                    **encoded, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id,
+                    **encoded, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad_id,
                     repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                     use_cache=True,  # training may have turned the cache off (activation checkpointing)
                 )
             for index, row in zip(chunk, output[:, encoded["input_ids"].shape[1] :].tolist()):
-                stopped = eos_id in row
-                kept = row[: row.index(eos_id)] if stopped else [t for t in row if t != pad_id]
+                end = next((i for i, t in enumerate(row) if t in stops), None)
+                stopped = end is not None
+                kept = row[:end] if stopped else [t for t in row if t != pad_id]
                 text = tokenizer.decode(kept, skip_special_tokens=True).strip()
                 answers[index] = Answer(text=text, new_tokens=len(kept), stopped=stopped)
             bar.update(len(chunk))

@@ -225,11 +225,14 @@ def check_evaluation_records(records: list[dict], path) -> None:
 def load_for_evaluation(run_dir: Path, split: str, limit: int | None):
     """The run's recipe, the split's records (checked before the model loads) as a dataset
     tokenized like training, the tokenizer and base + adapter; and what truncation cut."""
+    from recipekit.training.sources import evaluation_folder
+
     recipe = load_run_recipe(run_dir)
-    records = read_split(recipe.recipe.data_dir, split)  # checks the file and names the fix if missing
+    folder = evaluation_folder(recipe.recipe)
+    records = read_split(folder, split)  # checks the file and names the fix if missing
     records = records[:limit] if limit else records
-    check_evaluation_records(records, split_path(recipe.recipe.data_dir, split))  # before the model loads
-    dataset = records_dataset(records, recipe.recipe.data_dir, split)
+    check_evaluation_records(records, split_path(folder, split))  # before the model loads
+    dataset = records_dataset(records, folder, split)
     tokenizer = load_run_tokenizer(run_dir)
     model = load_adapter_model(run_dir, recipe)
     dataset, truncation = audit_truncation(dataset, tokenizer, recipe.training.max_length, split, truncates=True,

@@ -156,3 +156,34 @@ def load_adapter_model(run_dir: str | Path, recipe: Recipe, quantized: bool = Tr
                           "retrain the run.") from None
     model.eval()
     return model
+
+
+def run_prompt_format(run_dir: Path, recipe: Recipe) -> str:
+    """The prompt format the run trained in: as its manifest records it, or (a run from before the
+    manifest said) as the first record of its training data shows."""
+    import json
+
+    from preprocess.prompt_format import PROMPT_FORMATS, detect_prompt_format
+    from recipekit.rundir.manifest import MANIFEST_NAME
+    from recipekit.training.data import split_path
+    from recipekit.training.sources import evaluation_folder
+
+    try:
+        recorded = json.loads((Path(run_dir) / MANIFEST_NAME).read_text(encoding="utf-8")).get("prompt_format")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        recorded = None
+    if recorded in PROMPT_FORMATS:
+        return recorded
+    folder = evaluation_folder(recipe.recipe)
+    path = split_path(folder, recipe.recipe.train_split)
+    if not path.is_file():
+        return "completion"
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return detect_prompt_format(json.loads(handle.readline()))
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, RecursionError) as exc:
+        raise RecipeError(
+            f"the run's training data {path} (line 1), which tells the prompt format to answer in, cannot be read: "
+            f"{exc}. Restore it with `python -m preprocess.fiqa --out {folder}` (and the --format "
+            "the run was trained with)."
+        ) from None

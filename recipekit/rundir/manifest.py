@@ -98,7 +98,7 @@ def hardware(world_size: int) -> dict[str, Any]:
 class RunManifest:
     """Holds the manifest of one run and rewrites it as the run progresses."""
 
-    def __init__(self, recipe, data_files: dict[str, Path]) -> None:
+    def __init__(self, recipe, data: dict[str, dict], prompt_format: str | None = None) -> None:
         self.path = Path(recipe.training.output_dir) / MANIFEST_NAME
         self.content: dict[str, Any] = {
             "recipe_name": recipe.name,
@@ -108,7 +108,8 @@ class RunManifest:
             "recipe": recipe.resolved,
             "packages": package_versions(),
             "git": git_state(),
-            "data": data_hashes(data_files),
+            "data": data,  # per source and split: path, sha256, rows (and rows used, weight)
+            "prompt_format": prompt_format,
             "hardware": hardware(recipe.training.world_size),
             "started_at": now(),
             "ended_at": None,
@@ -160,7 +161,7 @@ def recorded_as_text(old_value: Any, key: str, recipe) -> bool:
     return is_dataclass(current) and old_value == str(current)
 
 
-def resume_differences(recipe, data_files: dict[str, Path]) -> list[str]:
+def resume_differences(recipe, data: dict[str, dict]) -> list[str]:
     """What differs between this recipe and data and those recorded by the run being resumed.
 
     Plugin keys and the settings in ``RESUME_NEUTRAL_KEYS`` are left out. A missing manifest (a
@@ -192,7 +193,7 @@ def resume_differences(recipe, data_files: dict[str, Path]) -> list[str]:
         and not recorded_as_text(old.get(key), key, recipe)
     ]
     old_data = {role: entry.get("sha256") for role, entry in (before.get("data") or {}).items()}
-    for role, entry in data_hashes(data_files).items():
+    for role, entry in data.items():
         if role in old_data and old_data[role] != entry["sha256"]:
             changes.append(f"the {role} data ({entry['path']}) changed since (sha256 differs)")
     return changes

@@ -80,16 +80,14 @@ def record_problem(record) -> str | None:
     return _text_problem(prompt, "prompt") or _text_problem(completion, "completion")
 
 
-def read_jsonl_records(path: Path, data_dir: str | Path) -> list[dict]:
-    """Every record of a JSONL split, or one error naming the file, the line and what is wrong with it.
+def read_json_lines(path: Path, fix: str):
+    """``(line number, value)`` for each non-blank line of a JSONL file, or one error naming the file,
+    the line and what is wrong with it, ending in ``fix``.
 
     Read line by line rather than through ``datasets``' JSON builder: a torn or hand-edited
     file then fails with its line number instead of an Arrow traceback, and no progress bar
-    named "Generating train split" appears for what is a plain file read. Each record is
-    checked as TRL will use it (texts or chat messages, not empty, no control bytes).
+    named "Generating train split" appears for what is a plain file read.
     """
-    fix = f"Regenerate it with `{preprocess_hint(data_dir)}`."
-    records = []
     try:
         handle = path.open("rb")
     except OSError as exc:
@@ -110,7 +108,7 @@ def read_jsonl_records(path: Path, data_dir: str | Path) -> list[dict]:
             if not text.strip():
                 continue
             try:
-                record = json.loads(text)
+                value = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise RecipeError(
                     f"{path}, line {number}: not a JSON object ({exc.msg} at column {exc.colno}); the file may be "
@@ -118,9 +116,18 @@ def read_jsonl_records(path: Path, data_dir: str | Path) -> list[dict]:
                 ) from None
             except (ValueError, RecursionError) as exc:
                 raise RecipeError(f"{path}, line {number}: not a record preprocess.fiqa writes ({exc}). {fix}") from None
-            if problem := record_problem(record):
-                raise RecipeError(f"{path}, line {number}: {problem}. {fix}")
-            records.append(record)
+            yield number, value
+
+
+def read_jsonl_records(path: Path, data_dir: str | Path) -> list[dict]:
+    """Every record of a JSONL split, each checked as TRL will use it (texts or chat messages, not
+    empty, no control bytes), or one error naming the file, the line and what is wrong with it."""
+    fix = f"Regenerate it with `{preprocess_hint(data_dir)}`."
+    records = []
+    for number, record in read_json_lines(path, fix):
+        if problem := record_problem(record):
+            raise RecipeError(f"{path}, line {number}: {problem}. {fix}")
+        records.append(record)
     return records
 
 

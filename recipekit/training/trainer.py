@@ -26,7 +26,8 @@ from recipekit.rundir.checkpoints import (
     usable_checkpoints,
 )
 from recipekit.rundir.lock import RunLock, acquire_run_lock
-from recipekit.rundir.manifest import RunManifest, is_finished_run, resume_differences
+from recipekit.inference.serving import write_serving_files
+from recipekit.rundir.manifest import RunManifest, data_hashes, is_finished_run, resume_differences
 from recipekit.runtime.atomic_io import atomic_write_text
 from recipekit.runtime.guards import NonFiniteLossGuard, PreemptionCallback
 from recipekit.runtime.out_of_memory import EvaluationPhase
@@ -37,7 +38,7 @@ from recipekit.runtime.signals import (
     exit_code_for,
     signal_name,
 )
-from recipekit.training.data import audit_truncation, load_split, split_path
+from recipekit.training.training_data import TrainingData, data_files, load_training_data
 from recipekit.training.failures import (
     failure_before_training,
     failure_during_training,
@@ -70,30 +71,13 @@ def prepare_assets(recipe: Recipe) -> None:
 
 
 def load_datasets(recipe: Recipe, tokenizer):
-    """Train and eval splits after the truncation audit, with the audit's reports."""
-    args = recipe.training
-    truncates = not args.packing or args.packing_strategy == "bfd"
-    splits = {"train": recipe.recipe.train_split}
-    if evaluation_on(args.eval_strategy):
-        splits["eval"] = recipe.recipe.eval_split
-    datasets, reports = {}, []
-    for role, split in splits.items():
-        dataset, report = audit_truncation(load_split(recipe.recipe.data_dir, split), tokenizer, args.max_length, split,
-                                           truncates, args.eos_token)
-        if report.left_out * 2 > report.examples:
-            raise RecipeError(
-                f"`max_length` {args.max_length} is too short for the prompts: {report.left_out} of "
-                f"{report.examples} {split} examples have prompts that fill it, leaving no answer token to learn "
-                f"from. Raise max_length (the longest prompt is {report.longest_prompt_tokens} tokens; "
-                f"the longest example {report.longest_tokens})."
-            )
-        datasets[role] = dataset
-        reports.append(report)
-    return datasets, reports
+    """Train and eval sets after the truncation audit, with the audit's reports."""
+    data = load_training_data(recipe, tokenizer)
+    return data.datasets, data.reports
 
 
 def build_trainer(recipe: Recipe, callbacks: list | None = None):
-    """Everything up to a ready ``SFTTrainer``; returns it with the truncation reports."""
+    """Everything up to a ready ``SFTTrainer``; returns it with its :class:`TrainingData`."""
     from trl import SFTTrainer
 
     model_args, args = recipe.model, recipe.training
@@ -101,7 +85,7 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
     prepare_assets(recipe)
     tokenizer = load_tokenizer(model_args, args)
     check_architecture(model_args, args)
-    datasets, reports = load_datasets(recipe, tokenizer)
+    data = load_training_data(recipe, tokenizer)
     if recipe.recipe.overwrite_output_dir and is_finished_run(args.output_dir):
         # Only now, with the data and the model's shape known to be sound: a run refused for a bad
         # file must leave the finished run it would have replaced untouched.
@@ -116,7 +100,7 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
     ]
     guards = [PreemptionCallback(), NonFiniteLossGuard(), EvaluationPhase()]
     try:
-        trainer = make_trainer(SFTTrainer, recipe, datasets, tokenizer, peft_config, quantization_config,
+        trainer = make_trainer(SFTTrainer, recipe, data.datasets, tokenizer, peft_config, quantization_config,
                                [*guards, *plugin_callbacks, *(callbacks or [])])
     except TypeError as exc:
         if "model_init_kwargs" in recipe.resolved and "unexpected keyword argument" in str(exc):
@@ -131,7 +115,7 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         group_qkv_projections_or_say_why(trainer.model, trainer.args)
     for plugin in recipe.plugins:
         plugin.on_trainer_ready(trainer, recipe)
-    return trainer, reports
+    return trainer, data
 
 
 def keep_adapters_in_model_dtype_or_say_why(model) -> None:
@@ -209,8 +193,10 @@ def batch_line(args) -> str:
     )
 
 
-def save_run(trainer, recipe: Recipe, reports, train_metrics: dict, eval_metrics: dict | None) -> None:
-    """Adapter, tokenizer, resolved recipe, metrics and the truncation report, main process only."""
+def save_run(trainer, recipe: Recipe, data: TrainingData, train_metrics: dict, eval_metrics: dict | None) -> None:
+    """Adapter, tokenizer, resolved recipe, metrics and the truncation report, main process only;
+    the tokenizer with the chat template and generation config a server needs to ask and stop
+    as training did (``recipekit.inference.serving``)."""
     out = Path(recipe.training.output_dir)
     if trainer.is_fsdp_enabled:
         # Checkpoints stay sharded (fast, for resuming); the final adapter is gathered whole so
@@ -228,10 +214,12 @@ def save_run(trainer, recipe: Recipe, reports, train_metrics: dict, eval_metrics
         # The name goes in too, so a rerun from this file keeps it (its own stem is just "recipe").
         resolved = {"recipe_name": recipe.name, **{k: v for k, v in recipe.resolved.items() if k != "recipe_name"}}
         atomic_write_text(out / "recipe.yaml", header + yaml.safe_dump(resolved, sort_keys=False))
-        atomic_write_text(out / "data_report.json", json.dumps([r.as_dict() for r in reports], indent=2) + "\n")
+        atomic_write_text(out / "data_report.json", json.dumps([r.as_dict() for r in data.reports], indent=2) + "\n")
+        write_serving_files(out, trainer.processing_class, data.prompt_format,
+                            getattr(trainer.model, "generation_config", None))
 
 
-def run_training(trainer, recipe: Recipe, reports) -> dict:
+def run_training(trainer, recipe: Recipe, data: TrainingData) -> dict:
     """Train a built trainer, evaluate the kept (best) model, save the run; returns the metrics.
 
     Raises :class:`RunStopped` after a preemption (checkpoint saved) or a non-finite loss
@@ -240,8 +228,13 @@ def run_training(trainer, recipe: Recipe, reports) -> dict:
     say = trainer.accelerator.print
     args = recipe.training
     say(f"recipe {recipe.name}: {recipe.path}")
-    for report in reports:
+    for report in data.reports:
         say(f"data {report.describe()}")
+    if recipe.recipe.datasets:
+        for key, entry in data.sources.items():
+            if "weight" in entry:
+                say(f"mixture: {key}: {entry['rows_used']} rows of {entry['rows_trainable']}"
+                    + (f" (weight {entry['weight']})" if entry["weight"] is not None else ""))
     say(trainable_parameters_line(trainer.model))
     say(batch_line(args))
     if args.resume_from_checkpoint == "auto":
@@ -252,13 +245,13 @@ def run_training(trainer, recipe: Recipe, reports) -> dict:
         say(f"resuming from {resume}" if resume else f"no complete checkpoint in {args.output_dir}: starting fresh")
     else:
         resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
-    manifest = RunManifest(recipe, {r.split: split_path(recipe.recipe.data_dir, r.split) for r in reports})
+    manifest = RunManifest(recipe, data.sources, prompt_format=data.prompt_format)
     STOP.training_started()  # from the manifest on, a signal checkpoints at the step's end (none yet: the first)
     if trainer.is_world_process_zero():
         manifest.write(resumed_from=resume)
 
     try:
-        return finish_training(trainer, recipe, reports, manifest, resume)
+        return finish_training(trainer, recipe, data, manifest, resume)
     except Exception as error:  # noqa: BLE001 - only failed writes and GPU memory are handled; the rest re-raises
         known = failure_during_training(trainer, recipe, manifest, error)
         if known is None:
@@ -266,7 +259,7 @@ def run_training(trainer, recipe: Recipe, reports) -> dict:
         raise known from None
 
 
-def finish_training(trainer, recipe: Recipe, reports, manifest: RunManifest, resume: str | None) -> dict:
+def finish_training(trainer, recipe: Recipe, data: TrainingData, manifest: RunManifest, resume: str | None) -> dict:
     """Train, then stop on a guard or a signal, or evaluate and save the run."""
     args = recipe.training
     say = trainer.accelerator.print
@@ -275,11 +268,11 @@ def finish_training(trainer, recipe: Recipe, reports, manifest: RunManifest, res
     stop_if_guarded(trainer, manifest)
     signum = any_process_signal(STOP.signum)  # a signal after the last step: save the adapter, skip the evaluation
     if signum is not None:
-        save_run(trainer, recipe, reports, result.metrics, None)
+        save_run(trainer, recipe, data, result.metrics, None)
         raise stopped_after_last_step(trainer, manifest, result.metrics, signum)
 
     eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else None
-    save_run(trainer, recipe, reports, result.metrics, eval_metrics)
+    save_run(trainer, recipe, data, result.metrics, eval_metrics)
     metrics = {**result.metrics, **(eval_metrics or {})}
     for plugin in recipe.plugins:
         plugin.on_train_end(trainer, recipe, metrics)
@@ -308,8 +301,7 @@ def check_resume_matches(recipe: Recipe) -> None:
         return
     if recipe.model.use_peft and (problem := adapter_rank_problem(resume, recipe.model.lora_r)):
         raise RecipeError(problem)  # no override: the saved matrices have another shape
-    splits = [recipe.recipe.train_split] + ([recipe.recipe.eval_split] if evaluation_on(args.eval_strategy) else [])
-    changes = resume_differences(recipe, {s: split_path(recipe.recipe.data_dir, s) for s in splits})
+    changes = resume_differences(recipe, data_hashes(data_files(recipe)))
     if not changes:
         return
     listed = "; ".join(changes)
@@ -336,8 +328,8 @@ def train(recipe: Recipe, callbacks: list | None = None) -> dict:
     try:
         lock = acquire_run_lock(recipe.training.output_dir)  # one run per output_dir, before anything is written
         check_resume_matches(recipe)
-        trainer, reports = build_trainer(recipe, [*(callbacks or []), RunLockHeartbeat(lock)])
-        metrics = run_training(trainer, recipe, reports)
+        trainer, data = build_trainer(recipe, [*(callbacks or []), RunLockHeartbeat(lock)])
+        metrics = run_training(trainer, recipe, data)
         end_run(trainer)
         return metrics
     except (RunStopped, RecipeError):
