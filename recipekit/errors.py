@@ -12,6 +12,7 @@ class ExitCode(enum.IntEnum):
     OK = 0
     USAGE = 2  # a recipe, data, argument or set-up problem: the message says what to change
     NON_FINITE_LOSS = 3  # training stopped at a NaN/inf loss; the last good checkpoint is kept
+    HUB_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE: the run is finished and saved, its upload to the hub failed
     WRITE_FAULT = 74  # sysexits.h EX_IOERR: a full disk, a quota, a read-only or failing file system
     INTERRUPTED = 128 + signal.SIGINT  # 130, the shell's code for Ctrl-C
     PREEMPTED = 128 + signal.SIGTERM  # 143, the shell's code for a scheduler's SIGTERM

@@ -77,6 +77,11 @@ class RecipeArguments:
                   "bf16 or float32 nn.Linear base (not 4-bit) and the model is not sharded by FSDP or DeepSpeed; "
                   "elsewhere each layer runs its own forward."},
     )
+    push_merged_model: bool = field(
+        default=False,
+        metadata={"help": "With push_to_hub: also merge the adapter into the base model (as recipes.merge does) and "
+                  "upload the merged model under merged/ in the same repository."},
+    )
     plugins: list[str] = field(
         default_factory=list,
         metadata={"help": "Plugins by dotted path, e.g. plugins.loss_curves.LossCurves (see plugins/base.py)."},

@@ -113,6 +113,9 @@ def check_combinations(v: dict[str, Any]) -> list[str]:
             "the fp16 loss scaler refuses to unscale. Use bf16: true (the recipes' setting), or leave "
             "autocast_adapter_dtype at true."
         )
+    if v.get("push_merged_model") and not v["push_to_hub"]:
+        problems.append("`push_merged_model: true` uploads the merged model with the run, but `push_to_hub` is false. "
+                        "Set push_to_hub: true (with hub_model_id), or merge locally with `python -m recipes.merge`.")
     if v.get("fused_lora_qkv") and not v.get("fused_lora_forward"):
         problems.append(
             "`fused_lora_qkv: true` groups layers that have the fused LoRA forward, but `fused_lora_forward` is false. "
@@ -227,13 +230,16 @@ def check_packages(v: dict[str, Any]) -> list[str]:
 
     from huggingface_hub import constants
 
+    from recipekit.config.trackers import tracker_problems
+
     problems = []
     if v["push_to_hub"] and constants.HF_HUB_OFFLINE:
         problems.append(
-            "`push_to_hub: true` uploads the adapter to the Hugging Face Hub, and HF_HUB_OFFLINE is set, so the "
-            "upload would fail after training. Unset HF_HUB_OFFLINE on a machine that reaches the hub, or set "
+            "`push_to_hub: true` uploads the finished run to the Hugging Face Hub, and HF_HUB_OFFLINE is set, so "
+            "the upload would fail after training. Unset HF_HUB_OFFLINE on a machine that reaches the hub, or set "
             "push_to_hub: false and upload the output_dir later."
         )
+    problems += tracker_problems(v.get("report_to"))
     if v["use_liger_kernel"] and importlib.util.find_spec("liger_kernel") is None:
         problems.append(
             "`use_liger_kernel: true` needs the package liger-kernel, which is not installed. Run "
@@ -277,5 +283,10 @@ def check_values(values: dict[str, Any], check_environment: bool = True) -> list
 def check_machine(values: dict[str, Any]) -> list[str]:
     """The checks that need torch (is a GPU visible?) and the launch config: run last, when the
     recipe is otherwise sound, so that a typo is answered before torch has loaded."""
+    from recipekit.rundir.publish import hub_problem
+
     problems = [] if surely_no_gpu() else check_hardware(values, gpu=gpu_available())
-    return problems + check_launch(values)
+    problems += check_launch(values)
+    if not problems and (problem := hub_problem(values)):  # the network, last: seconds where the rest took none
+        problems.append(problem)
+    return problems

@@ -17,7 +17,7 @@ from transformers import TrainerCallback
 
 from recipekit.config.recipe import Recipe
 from recipekit.config.values import evaluation_on
-from recipekit.errors import RecipeError, RunStopped
+from recipekit.errors import ExitCode, RecipeError, RunStopped
 from recipekit.fast_paths.varlen_attention import register_if_named
 from recipekit.rundir.checkpoints import (
     adapter_rank_problem,
@@ -92,6 +92,9 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         clear_finished_run(args.output_dir)
     peft_config, quantization_config = build_peft_and_quantization(model_args)
     args.model_init_kwargs = model_init_kwargs(model_args, args)
+    # The Trainer would push inside save_model, before the card and manifest exist: the run is
+    # published whole at the end instead (recipekit.rundir.publish).
+    args.push_to_hub = False
     register_if_named(model_args.attn_implementation)  # torch_varlen: known to transformers before TRL loads
     plugin_callbacks = [
         callback
@@ -286,6 +289,21 @@ def finish_training(trainer, recipe: Recipe, data: TrainingData, manifest: RunMa
     return metrics
 
 
+def publish(recipe: Recipe) -> None:
+    """Upload the finished run; a failed upload leaves the run saved and says how to upload it later."""
+    from recipekit.rundir.publish import publish_run
+
+    try:
+        url = publish_run(recipe, recipe.recipe.push_merged_model)
+    except Exception as exc:  # noqa: BLE001 - the network and the hub fail in many ways; the run is saved
+        first = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__).rstrip(".")
+        raise RunStopped(
+            f"the run finished and is saved in {recipe.training.output_dir}, but its upload to the Hugging Face Hub "
+            f"failed: {first}. Upload it later with `hf upload {recipe.training.hub_model_id or 'REPO_ID'} "
+            f"{recipe.training.output_dir} --exclude 'checkpoint-*'`.", exit_code=ExitCode.HUB_UNAVAILABLE) from None
+    print(f"run published to {url}")
+
+
 def check_resume_matches(recipe: Recipe) -> None:
     """Before the model loads: a resumed run must go on training what its checkpoint's run trained.
 
@@ -331,7 +349,7 @@ def train(recipe: Recipe, callbacks: list | None = None) -> dict:
         trainer, data = build_trainer(recipe, [*(callbacks or []), RunLockHeartbeat(lock)])
         metrics = run_training(trainer, recipe, data)
         end_run(trainer)
-        return metrics
+        publishing = bool(recipe.resolved.get("push_to_hub")) and trainer.is_world_process_zero()
     except (RunStopped, RecipeError):
         raise
     except Exception as error:  # noqa: BLE001 - a failed write or a full GPU before training began; the rest re-raises
@@ -349,6 +367,9 @@ def train(recipe: Recipe, callbacks: list | None = None) -> dict:
         if lock is not None:
             lock.release()
         STOP.release()
+    if publishing:  # once every process is done and the run folder is released: the merge reads it
+        publish(recipe)
+    return metrics
 
 
 def end_run(trainer) -> None:
