@@ -146,3 +146,29 @@ def test_a_bad_plan_request_is_one_paragraph_and_exit_2(argv, expected, tmp_path
     assert err.startswith("error: ") and expected in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_a_card_is_predicted_for_only_by_its_own_rows_and_its_free_memory_decides_the_fit():
+    from recipekit.planning.footprint import GIB, VisibleGpu
+    from recipekit.planning.measured import Lookup, Measurement
+    from recipekit.planning.report import memory_line, time_lines
+    from recipekit.planning.workload import Workload
+
+    work = Workload(examples=100, left_out=0, tokens_per_epoch=36_000_000, sequences_per_epoch=4700, unit="packs",
+                    steps_per_epoch=4700, max_steps=4700, world_size=1, estimate=None)
+    row = Measurement(file="throughput_x.json", date="2026-11-30", name="r", gpu="NVIDIA H200",
+                      tokens_per_second=10_000.0, peak_allocated_gib=37.9, peak_reserved_gib=38.7)
+    lookup = Lookup(rows=[row])
+
+    same = VisibleGpu("NVIDIA H200", int(140 * GIB), int(141 * GIB))
+    lines, seconds = time_lines(work, lookup, same)
+    assert lines[0].startswith("time:    60.0 min predicted of training") and seconds == (3600.0, 3600.0)
+    assert "fits, 101.3 GiB to spare" in memory_line(lookup, same)
+
+    other = VisibleGpu("NVIDIA H100 80GB HBM3", int(30 * GIB), int(80 * GIB))
+    lines, _ = time_lines(work, lookup, other)
+    assert "not measured for this GPU (NVIDIA H100 80GB HBM3)" in lines[0] and "predicted" not in lines[0]
+    assert "does NOT fit, 8.7 GiB short (by another GPU's figure)" in memory_line(lookup, other)
+
+    lines, _ = time_lines(work, lookup, None)
+    assert "no GPU visible here" in lines[0]

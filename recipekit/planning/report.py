@@ -46,8 +46,9 @@ def size(n_bytes: float) -> str:
 def data_lines(recipe: Recipe, work: Workload) -> list[str]:
     left = f", {work.left_out} left out by the truncation audit" if work.left_out else ", none left out by the truncation audit"
     tokens = f"{'~' if work.estimate else ''}{work.tokens_per_epoch:,} tokens an epoch"
-    lines = [f"data:    {work.examples:,} training examples ({recipe.recipe.data_dir}/{recipe.recipe.train_split}.jsonl"
-             f"{left}); {tokens}, after TRL's {'packing' if recipe.training.packing else 'truncation'}"]
+    source = f"{recipe.recipe.data_dir}/{recipe.recipe.train_split}.jsonl"
+    after = "packing" if recipe.training.packing else "truncation"
+    lines = [f"data:    {work.examples:,} training examples ({source}{left}); {tokens}, after TRL's {after}"]
     if work.estimate:
         lines.append(f"{WIDTH}{work.estimate}.")
     return lines
@@ -109,8 +110,9 @@ def time_lines(work: Workload, lookup: Lookup, gpu: VisibleGpu | None) -> tuple[
     if rows:
         seconds = time_range(work, rows)
         head = f"time:    {span(seconds)} predicted" if label is None else f"time:    {label}: {span(seconds)}"
-        return [f"{head} of training ({tokens} at {rate_text(rows)}{scaling}); model loading, evaluation and "
-                "checkpoint saving come on top."], seconds
+        line = (f"{head} of training ({tokens} at {rate_text(rows)}{scaling}); model loading, evaluation and "
+                "checkpoint saving come on top.")
+        return [line], seconds
     lines = [f"time:    not measured for this recipe: {lookup.why_none}."]
     if lookup.nearest is not None:
         seconds = time_range(work, [lookup.nearest])
@@ -126,7 +128,11 @@ def memory_line(lookup: Lookup, gpu: VisibleGpu | None) -> str:
     card = ("this machine: no GPU visible" if gpu is None else
             f"this card ({gpu.name}): {gpu.free_bytes / GIB:.1f} GiB free of {gpu.total_bytes / GIB:.1f}")
     if not rows:
-        return f"memory:  peak GPU memory not measured for this recipe; {card}."
+        nearest = lookup.nearest
+        reference = "" if nearest is None or nearest.peak_allocated_gib is None else (
+            f" (the nearest row above, for reference only: {nearest.peak_allocated_gib} GiB allocated"
+            + (f", {nearest.peak_reserved_gib} GiB reserved" if nearest.peak_reserved_gib is not None else "") + ")")
+        return f"memory:  peak GPU memory not measured for this recipe{reference}; {card}."
     allocated = max((r.peak_allocated_gib for r in rows if r.peak_allocated_gib is not None), default=None)
     reserved = max((r.peak_reserved_gib for r in rows if r.peak_reserved_gib is not None), default=None)
     if allocated is None and reserved is None:
@@ -184,9 +190,9 @@ def plan_lines(recipe: Recipe, price: float | None, ignore: frozenset[str] = fro
     lookup = find_measurements(recipe, ignore)
     gpu = visible_gpu()
     times, seconds = time_lines(work, lookup, gpu)
-    lines = [f"plan for recipe {recipe.name} ({recipe.path}): nothing is trained, and nothing is written to "
-             f"{recipe.training.output_dir}.",
-             *data_lines(recipe, work), steps_line(recipe, work), *times, memory_line(lookup, gpu),
+    head = (f"plan for recipe {recipe.name} ({recipe.path}): nothing is trained, and nothing is written to "
+            f"{recipe.training.output_dir}.")
+    lines = [head, *data_lines(recipe, work), steps_line(recipe, work), *times, memory_line(lookup, gpu),
              disk_line(recipe, work)]
     if price is not None:
         lines.append(cost_line(price, seconds, work, measured_for(lookup, gpu)[1] is not None))
