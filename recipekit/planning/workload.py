@@ -63,9 +63,9 @@ class Workload:
 def world_size() -> int:
     """Processes of the launch, as ``accelerate launch`` / torchrun export them (1 for a plain ``python -m``).
 
-    Read from the environment rather than from ``TrainingArguments.world_size``, which would set up
-    the distributed state: a plan starts no process group. ``WORLD_SIZE=4 python -m recipes.run R --plan``
-    plans a 4-process run from one shell.
+    Read from the environment that the launcher exports to every process, as the run would get it:
+    ``accelerate launch --num_processes 4 -m recipes.run R --plan`` plans a 4-process run (each
+    process counts, the main one prints).
     """
     try:
         return max(int(os.environ.get("WORLD_SIZE", "1")), 1)
