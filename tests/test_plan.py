@@ -172,3 +172,11 @@ def test_a_card_is_predicted_for_only_by_its_own_rows_and_its_free_memory_decide
 
     lines, _ = time_lines(work, lookup, None)
     assert "no GPU visible here" in lines[0]
+
+
+def test_a_tokenizer_that_loads_but_refuses_the_recipe_is_an_error_not_an_estimate(smoke_work, tmp_path, capsys,
+                                                                                    monkeypatch):
+    monkeypatch.chdir(smoke_work)
+    status, out, err = plan([SMOKE, "--output_dir", str(tmp_path / "run"), "--pad_token", "<|no_such_token|>"], capsys)
+    assert status == 2 and out == ""
+    assert err.startswith("error: pad_token '<|no_such_token|>' is not in the vocabulary")

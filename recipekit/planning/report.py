@@ -119,7 +119,6 @@ def time_lines(work: Workload, lookup: Lookup, gpu: VisibleGpu | None) -> tuple[
         differs = "; ".join(lookup.differences) if lookup.differences else "the same speed settings, another recipe"
         lines.append(f"{WIDTH}Nearest measured row, for reference only: {lookup.nearest.cite()} ({differs}): "
                      f"{span(seconds)} at its {lookup.nearest.tokens_per_second:,.0f} tok/s for {tokens}{scaling}.")
-        return lines, None
     return lines, None
 
 

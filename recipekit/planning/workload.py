@@ -119,6 +119,11 @@ class WordCountTokenizer:
         return self._ids(text_pieces(messages))
 
 
+# How recipekit.training.model words a tokenizer it cannot fetch (loading_error, check_hub_reachable):
+# only then does the plan estimate; any other refusal of the tokenizer is the recipe's to fix.
+UNREACHABLE = ("could not load", "the Hugging Face hub")
+
+
 def planning_tokenizer(recipe: Recipe, first_record_is_chat: bool) -> tuple[object, str | None]:
     """The recipe's tokenizer, or a :class:`WordCountTokenizer` and the sentence that says why and how."""
     from recipekit.training.model import load_tokenizer
@@ -126,6 +131,8 @@ def planning_tokenizer(recipe: Recipe, first_record_is_chat: bool) -> tuple[obje
     try:
         return load_tokenizer(recipe.model, recipe.training), None
     except RecipeError as exc:
+        if not str(exc).startswith(UNREACHABLE):
+            raise  # the tokenizer loaded and the recipe is wrong about it (a pad_token it lacks): a run would stop too
         reason = str(exc).split(". ")[0]
     measured = tokens_per_word(first_record_is_chat)
     if measured is None:
