@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from pathlib import Path
 
 from recipekit.config.recipe import Recipe
 from recipekit.errors import ExitCode
@@ -221,8 +222,14 @@ def run_plan(request: PlanRequest) -> int:
     from recipekit.training.trainer import prepare_assets
 
     recipe, ignore = read_recipe_for_plan(request.argv)
+    assets = [Path(recipe.model.model_name_or_path) / "config.json",
+              Path(recipe.recipe.data_dir) / f"{recipe.recipe.train_split}.jsonl"]
+    missing = recipe.recipe.build_smoke_assets and not all(path.is_file() for path in assets)
     prepare_assets(recipe)
     lines = plan_lines(recipe, request.gpu_hour_price, ignore)
+    if missing:
+        lines.insert(1, f"note:    built the recipe's own tiny model and data (build_smoke_assets: true) in "
+                        f"{recipe.model.model_name_or_path} and {recipe.recipe.data_dir}, outside output_dir.")
     if os.environ.get("RANK", "0") == "0":
         print("\n".join(textwrap.fill(line, 118, subsequent_indent=WIDTH, break_on_hyphens=False,
                                        break_long_words=False) for line in lines))
