@@ -21,6 +21,8 @@ from typing import Any
 from recipekit.config.recipe import Recipe, to_plain
 from recipekit.config.schema import PROJECT_DEFAULTS, load_schema
 
+# The committed measurements, beside the code that wrote them (a checkout; an installed wheel has none,
+# and then every figure is "not measured").
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
 
 # The model each benchmark shape stands for: bench/throughput.py's SHAPES["nemotron"] is the exact

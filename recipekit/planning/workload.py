@@ -22,9 +22,8 @@ from pathlib import Path
 
 from recipekit.config.recipe import Recipe
 from recipekit.errors import RecipeError
+from recipekit.planning.measured import RESULTS_DIR
 from recipekit.planning.words import text_pieces, word_count
-
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
 
 
 @dataclass(frozen=True)
