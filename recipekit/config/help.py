@@ -22,7 +22,7 @@ from recipekit.config.schema import (
 GROUPS: dict[str, list[str]] = {
     "model": ["model_name_or_path", "dtype", "attn_implementation", "load_in_4bit", "bnb_4bit_quant_type",
               "use_bnb_nested_quant", "bnb_4bit_quant_storage", "trust_remote_code"],
-    "data": ["data_dir", "train_split", "eval_split", "max_length", "packing", "packing_strategy",
+    "data": ["data_dir", "datasets", "prompt_format", "train_split", "eval_split", "max_length", "packing", "packing_strategy",
              "completion_only_loss", "eos_token", "pad_token"],
     "LoRA": ["use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "use_rslora", "use_dora"],
     "optimisation": ["learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -37,6 +37,8 @@ GROUPS: dict[str, list[str]] = {
 USAGE = """\
 usage: accelerate launch [--config_file CONFIG] -m recipes.run [RECIPE.yaml] [--key value ...]
        python -m recipes.run [RECIPE.yaml] [--key value ...]      (one process; no recipe: recipes/smoke.yaml)
+       python -m recipes.run RECIPE.yaml [--key value ...] --plan [--gpu_hour_price P]
+                                           (steps, time, memory, disk and cost; loads no weights, writes nothing)
 
 Train a LoRA or QLoRA adapter with TRL's SFTTrainer from a YAML recipe. Any key can be set in
 the recipe or overridden as `--key value` (a list key takes several values, a bool key

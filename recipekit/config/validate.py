@@ -283,7 +283,7 @@ def check_values(values: dict[str, Any], check_environment: bool = True) -> list
 def check_machine(values: dict[str, Any]) -> list[str]:
     """The checks that need torch (is a GPU visible?) and the launch config: run last, when the
     recipe is otherwise sound, so that a typo is answered before torch has loaded."""
-    from recipekit.rundir.publish import hub_problem
+    from recipekit.config.hub import hub_problem
 
     problems = [] if surely_no_gpu() else check_hardware(values, gpu=gpu_available())
     problems += check_launch(values)
