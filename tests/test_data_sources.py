@@ -124,6 +124,7 @@ def test_trl_data_keys_point_to_datasets(tmp_path, key):
     ("[{path: a.jsonl, weight: 0.5}, {path: b.jsonl, weight: 0.2}]", "add up to 0.7, not 1"),
     ("[{path: a.jsonl, columns: {text: t}}]", "map the row's columns"),
     ("[{path: missing.jsonl}]", "does not exist"),
+    ("[{path: org/some-qa-dataset, split: train}]", "would be read from the Hugging Face Hub, and HF_HUB_OFFLINE"),
 ])
 def test_malformed_sources_are_refused_before_loading(tmp_path, entries, expected):
     import yaml

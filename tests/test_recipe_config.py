@@ -518,5 +518,5 @@ def test_push_to_hub_offline_is_refused_before_anything_loads(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(RecipeError, match="`push_to_hub: true` uploads the adapter .* HF_HUB_OFFLINE is set"):
+    with pytest.raises(RecipeError, match="`push_to_hub: true` uploads the finished run .* HF_HUB_OFFLINE is set"):
         parse_recipe([str(RECIPES / "smoke.yaml"), "--push_to_hub", "true", "--hub_model_id", "me/adapter"])
