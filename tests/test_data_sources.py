@@ -96,6 +96,8 @@ def test_a_csv_source_is_read_in_the_recipes_prompt_format(tmp_path):
     ('{"q": "ok?", "a": "yes"}\n{"q": "empty answer", "a": "  "}\n', "faq.jsonl, line 2: the answer (`a`) is empty"),
     ('{"q": "ok?", "a": "yes"}\n{"q": "torn", "a": "\n', "faq.jsonl, line 2: not a JSON object"),
     ('{"question": "ok?", "answer": "yes"}\n', "faq.jsonl, line 1: no column `q`"),
+    ('{"q": "ok?", "a": ["one", "two"]}\n', "faq.jsonl, line 1: the answer (`a`) is list, not text"),
+    ('{"q": null, "a": "yes"}\n', "faq.jsonl, line 1: the question (`q`) is empty"),
 ])
 def test_a_bad_row_is_named_by_file_and_line(tmp_path, content, expected):
     from recipekit.errors import RecipeError

@@ -215,8 +215,13 @@ def examples_of_rows(rows: list[tuple[str, dict]], source: DataSource, prompt_fo
                 columns = ", ".join(map(str, row)) if isinstance(row, dict) else type(row).__name__
                 raise RecipeError(f"{where}: no column `{missing[0]}` (the row has: {columns}). Map the question and "
                                   "answer columns with `columns: {question: ..., answer: ...}` in the source's entry.")
-            example = build_example(str(row[question_key]) if row[question_key] is not None else "",
-                                    str(row[answer_key]) if row[answer_key] is not None else "", prompt_format)
+            for role, key in (("question", question_key), ("answer", answer_key)):
+                value = row[key]
+                if not isinstance(value, str):
+                    raise RecipeError(f"{where}: the {role} (`{key}`) is "
+                                      f"{'empty' if value is None else type(value).__name__ + ', not text'}. "
+                                      "Fix or remove that row, or map another column in `columns:`.")
+            example = build_example(row[question_key], row[answer_key], prompt_format)
             problem = record_problem(example)
             if problem:
                 problem = problem.replace("`prompt`", f"the question (`{question_key}`)").replace(
