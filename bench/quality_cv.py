@@ -112,7 +112,8 @@ def export_model(name: str, model_dir: Path) -> Path:
     return export_gemma3(model_dir)
 
 
-def _answer_records(questions: list[dict], answers, indices: list[int], kind: list[str]) -> list[dict]:
+def _answer_records(answers, indices: list[int], kind: list[str]) -> list[dict]:
+    """One row per answer, keyed by pool index: the text and how it ended, never the reference."""
     return [{"index": i, "set": s, "answer": a.text, "stopped": a.stopped, "tokens": a.new_tokens}
             for i, s, a in zip(indices, kind, answers)]
 
@@ -163,7 +164,7 @@ def run_fold(args, spec: list[str], model_dir: Path, data: Path, split: dict) ->
     for name in args.tuned_decodings:
         answers = generate_answers(model, tokenizer, [pool[i]["question"] for i in indices],
                                    description="tuned answers", **generate, **DECODINGS[name])
-        _write_jsonl(folder / f"tuned-{name}.jsonl", _answer_records(pool, answers, indices, kinds))
+        _write_jsonl(folder / f"tuned-{name}.jsonl", _answer_records(answers, indices, kinds))
     base_seconds = 0.0
     for name in args.base_decodings:
         target = args.work / "base" / f"{name}.jsonl"
@@ -173,12 +174,14 @@ def run_fold(args, spec: list[str], model_dir: Path, data: Path, split: dict) ->
         with model.disable_adapter():
             answers = generate_answers(model, tokenizer, [r["question"] for r in pool],
                                        description="base answers", **generate, **DECODINGS[name])
-        _write_jsonl(target, _answer_records(pool, answers, list(range(len(pool))), ["pool"] * len(pool)))
+        _write_jsonl(target, _answer_records(answers, list(range(len(pool))), ["pool"] * len(pool)))
         base_seconds += time.perf_counter() - base_started
     state = json.loads((folder / "run" / "trainer_state.json").read_text())
     record = {"fold": fold, "train_rows": len(split["train"]), "tune_questions": len(split["tune"]),
               "heldout_questions": len(split["heldout"]), "optimizer_steps": state["global_step"],
               "best_checkpoint": state.get("best_model_checkpoint"), "heldout_losses": losses,
+              "tune_loss_by_epoch": [[round(e["epoch"], 2), round(e["eval_loss"], 4)]
+                                     for e in state["log_history"] if "eval_loss" in e],
               "train_seconds": round(train_seconds, 1), "base_answer_seconds": round(base_seconds, 1),
               "fold_seconds": round(time.perf_counter() - started, 1), "hardware": hardware(),
               "max_new_tokens": args.max_new_tokens, "spec": shlex.join(spec), "data_format": args.data_format}
@@ -283,7 +286,7 @@ def score_work(work: Path, encoder: str) -> dict:
         per_fold.append({
             "fold": fold, "questions": len(heldout), "train_rows": record["train_rows"],
             "optimizer_steps": record["optimizer_steps"], "tuned_decoding": tuned_choice, "base_decoding": base_choice,
-            "heldout_losses": record["heldout_losses"],
+            "heldout_losses": record["heldout_losses"], "tune_loss_by_epoch": record.get("tune_loss_by_epoch"),
             "gain_same_decoding": paired_bootstrap(base_same, tuned),
             "gain_vs_best_base": paired_bootstrap(base_best, tuned),
             "fold_seconds": record["fold_seconds"],
