@@ -269,6 +269,9 @@ def score_work(work: Path, encoder: str) -> dict:
         tuned_rows = {name: _read_jsonl(work / "folds" / str(fold) / f"tuned-{name}.jsonl") for name in cv["tuned_decodings"]}
         tuned_sims = {}
         for name, rows in tuned_rows.items():
+            if [r["index"] for r in rows] != split["tune"] + split["heldout"]:
+                raise SystemExit(f"error: fold {fold}'s answers ({name}) are not for the questions of {data / 'folds.json'}; "
+                                 "the data was prepared with other --folds/--tune_questions/--seed or another source.")
             sims = _similarities([r["answer"] for r in rows], ref_embeddings[[r["index"] for r in rows]], encoder)
             tuned_sims[name] = {r["index"]: s for r, s in zip(rows, sims)}
             for r, s in zip(rows, sims):
@@ -379,6 +382,36 @@ def score(args) -> int:
     return 0
 
 
+def learning_curve(works: list[Path]) -> list[dict]:
+    """Held-out answer loss against training rows, one point per finished fold of each work folder:
+    the evidence for whether more data would help, at the cost of training alone (no answers)."""
+    points = []
+    for work in works:
+        for path in sorted((work / "folds").glob("*/fold.json")):
+            fold = json.loads(path.read_text())
+            losses = fold["heldout_losses"]
+            points.append({"work": work.name, "fold": fold["fold"], "train_rows": fold["train_rows"],
+                           "optimizer_steps": fold["optimizer_steps"], "hardware": fold["hardware"],
+                           "heldout_loss_base": losses["base"]["eval_loss"],
+                           "heldout_loss_tuned": losses["tuned"]["eval_loss"],
+                           "change": round(losses["tuned"]["eval_loss"] / losses["base"]["eval_loss"] - 1, 4),
+                           "tune_loss_by_epoch": fold.get("tune_loss_by_epoch")})
+    if not points:
+        raise SystemExit("error: no finished fold in the given work folders.")
+    return sorted(points, key=lambda p: (p["fold"], p["train_rows"]))
+
+
+def curve(args) -> int:
+    points = learning_curve(args.work)
+    atomic_write_text(args.out, json.dumps({"date": args.date or date.today().isoformat(),
+                                            "what": "held-out answer loss of base and tuned model against training rows",
+                                            "points": points}, indent=2) + "\n")
+    for p in points:
+        print(f"fold {p['fold']}: {p['train_rows']} rows, {p['optimizer_steps']} steps: {p['heldout_loss_base']} -> "
+              f"{p['heldout_loss_tuned']} ({100 * p['change']:+.1f}%) [{p['hardware']}]")
+    return 0
+
+
 def _ci(gain: dict) -> str:
     return f"{gain['mean']:+.3f} ({gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f})"
 
@@ -413,8 +446,10 @@ def make_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--tune_questions", type=int, default=40, help="carved from each fold's training folds")
     run_parser.add_argument("--seed", type=int, default=0)
     run_parser.add_argument("--train_rows", type=int, default=None, help="train on this many rows a fold (learning curve)")
-    run_parser.add_argument("--base_decodings", nargs="+", default=list(DECODINGS), choices=list(DECODINGS))
-    run_parser.add_argument("--tuned_decodings", nargs="+", default=list(DECODINGS), choices=list(DECODINGS))
+    run_parser.add_argument("--base_decodings", nargs="*", default=list(DECODINGS), choices=list(DECODINGS),
+                            help="none: no base answers (a loss-only run, e.g. a learning-curve point)")
+    run_parser.add_argument("--tuned_decodings", nargs="*", default=list(DECODINGS), choices=list(DECODINGS),
+                            help="none: no tuned answers (a loss-only run)")
     run_parser.add_argument("--only_folds", type=int, nargs="*", default=None)
     run_parser.add_argument("--stop_after", type=float, default=0, help="start no new fold after this many seconds")
     run_parser.add_argument("--max_new_tokens", type=int, default=384)
@@ -424,6 +459,10 @@ def make_parser() -> argparse.ArgumentParser:
     score_parser.add_argument("--work", type=Path, required=True)
     score_parser.add_argument("--out", type=Path, required=True)
     score_parser.add_argument("--date", default=None, help="the day the GPU stage ran (default: today)")
+    curve_parser = stages.add_parser("curve", help="held-out loss against training rows, from several work folders")
+    curve_parser.add_argument("--work", type=Path, nargs="+", required=True)
+    curve_parser.add_argument("--out", type=Path, required=True)
+    curve_parser.add_argument("--date", default=None)
     return parser
 
 
@@ -432,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "run":
         args.model_dir = args.model_dir or Path("runs") / args.model
         return run(args)
-    return score(args)
+    return score(args) if args.stage == "score" else curve(args)
 
 
 if __name__ == "__main__":

@@ -80,3 +80,21 @@ def test_cross_validation_runs_fold_by_fold_and_reports_both_gains(tmp_path, fiq
     assert report["heldout_loss"]["change"] == pytest.approx(0, abs=1e-3)
     assert result["targets_met"]["gain_vs_best_base 95% CI above 0"] is False
     assert set(result["similarity_by_decoding"]["base"]) == {"greedy", "rp1.2", "norepeat4"}
+
+
+def test_learning_curve_collects_each_folds_heldout_loss_by_training_rows(tmp_path):
+    from bench.quality_cv import main
+
+    def fold(work: Path, rows: int, tuned: float) -> Path:
+        (work / "folds" / "0").mkdir(parents=True)
+        (work / "folds" / "0" / "fold.json").write_text(json.dumps({
+            "fold": 0, "train_rows": rows, "optimizer_steps": rows // 8 * 3, "hardware": "test CPU",
+            "heldout_losses": {"base": {"eval_loss": 3.0}, "tuned": {"eval_loss": tuned}}}))
+        return work
+
+    works = [fold(tmp_path / "full", 225, 2.8), fold(tmp_path / "small", 50, 2.95)]
+    out = tmp_path / "curve.json"
+    assert main(["curve", "--work", *map(str, works), "--out", str(out)]) == 0
+    points = json.loads(out.read_text())["points"]
+    assert [p["train_rows"] for p in points] == [50, 225]  # ordered by rows within a fold
+    assert [p["change"] for p in points] == [pytest.approx(-0.0167, abs=1e-4), pytest.approx(-0.0667, abs=1e-4)]
