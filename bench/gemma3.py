@@ -42,23 +42,13 @@ def assemble_gguf(folder: Path) -> Path:
 
 def export_gemma3(out_dir: str | Path) -> Path:
     """Write tokenizer + float32 safetensors weights to ``out_dir``; skip when already there."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from bench.gguf_export import save_plain_model
 
     out = Path(out_dir)
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return out
     gguf = assemble_gguf(out / "gguf")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # The weights are dequantized already; drop the GGUF quantizer so the folder loads as a plain model.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.generation_config.pad_token_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
-    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
-    tokenizer.save_pretrained(out)
-    model.save_pretrained(out)
+    save_plain_model(gguf.parent, gguf.name, out, PAD_TOKEN, EOS_TOKEN)
     gguf.unlink()  # 253 MB that the folder no longer needs
     return out
 

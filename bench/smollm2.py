@@ -32,23 +32,12 @@ def gguf_folder() -> Path:
 
 def export_smollm2(out_dir: str | Path) -> Path:
     """Write tokenizer + float32 safetensors weights to ``out_dir``; skip when already there."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from bench.gguf_export import save_plain_model
 
     out = Path(out_dir)
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return out
-    folder = gguf_folder()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_NAME)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_NAME, dtype=torch.float32)
-    # The weights are dequantized already; drop the GGUF quantizer so the folder loads as a plain model.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.generation_config.pad_token_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
-    tokenizer.save_pretrained(out)
-    model.save_pretrained(out)
-    return out
+    return save_plain_model(gguf_folder(), GGUF_NAME, out, PAD_TOKEN)
 
 
 def main(argv: list[str] | None = None) -> int:
