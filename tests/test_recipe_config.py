@@ -497,7 +497,8 @@ def test_what_a_shared_recipe_does_beyond_training_is_named():
     assert said[0].startswith("runs plugin code from outside the project: `json.JSONDecoder` (")
     assert "json/__init__.py" in said[0]
     assert said[1:] == ["runs the Python files of the model `org/model` (`trust_remote_code: true`)",
-                        "uploads the trained adapter to the Hugging Face Hub as `me/adapter` (`push_to_hub: true`)",
+                        "uploads the finished run (adapter, card, recipe, manifest, metrics) to the Hugging Face Hub "
+                        "as `me/adapter` (`push_to_hub: true`)",
                         "sends its metrics to wandb (`report_to`)"]
     quiet = {"trust_remote_code": False, "push_to_hub": False, "report_to": "tensorboard"}
     assert outside_effects(quiet, ["plugins.loss_curves.LossCurves"], BUILTIN_PLUGINS) == []

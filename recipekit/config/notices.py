@@ -3,7 +3,7 @@
 Recipes are shared in pull requests, so a recipe is input from someone else. Three keys make a
 run do more than read its data and write its output_dir: a plugin outside the project runs its
 own Python in this process; ``trust_remote_code: true`` runs the Python files of a model folder
-or hub repository; ``push_to_hub: true`` uploads the trained adapter (and ``report_to`` sends the
+or hub repository; ``push_to_hub: true`` uploads the finished run (and ``report_to`` sends the
 metrics to a tracker). Each is printed as one ``notice:`` line before the code is imported, the
 model loads or anything is sent, on the main process only, so the person who runs the recipe
 sees it and a reviewer knows what to look for.
@@ -41,7 +41,7 @@ def outside_effects(values: dict[str, Any], plugins: list[str], builtin_plugins:
                     "(`trust_remote_code: true`)")
     if values.get("push_to_hub"):
         target = values.get("hub_model_id") or "a repository named after output_dir"
-        said.append(f"uploads the trained adapter to the Hugging Face Hub as `{target}` (`push_to_hub: true`)")
+        said.append(f"uploads the finished run (adapter, card, recipe, manifest, metrics) to the Hugging Face Hub as `{target}` (`push_to_hub: true`)")
     trackers = values.get("report_to")
     trackers = [trackers] if isinstance(trackers, str) else list(trackers or [])
     remote = [t for t in trackers if t not in LOCAL_TRACKERS]
