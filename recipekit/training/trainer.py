@@ -379,8 +379,18 @@ def end_run(trainer) -> None:
     Every process first waits for the others: the main process still writes the model card
     and manifest after the last collective step, and a rank that destroyed the group before
     the others were done left them waiting on it for ever.
+
+    The DistributedDataParallel wrapper goes first, while the group still lives: freed after
+    ``destroy_process_group`` (when ``train`` returned), its reducer's destructor locked gloo's
+    process group while a gloo thread waited for the GIL, and the rank hung there for ever.
     """
+    import gc
+
     trainer.accelerator.wait_for_everyone()
+    if trainer.model_wrapped is not trainer.model:
+        trainer.model_wrapped = trainer.model
+        trainer.accelerator.free_memory()  # its own references to the wrapped model, optimizer, loaders
+        gc.collect()
     trainer.end()
 
 
