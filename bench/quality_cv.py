@@ -401,14 +401,49 @@ def learning_curve(works: list[Path]) -> list[dict]:
     return sorted(points, key=lambda p: (p["fold"], p["train_rows"]))
 
 
+def compare_works(works: list[Path], encoder: str) -> list[dict]:
+    """One scored summary per work folder that holds answers (a learning-curve point or a setting): its
+    recipe, training rows, both pooled gains, the held-out loss change and the answer length. Loss-only
+    folders (no tuned answers) are left to ``learning_curve``."""
+    rows = []
+    for work in works:
+        cv_file = work / "cv.json"
+        if not cv_file.is_file() or not json.loads(cv_file.read_text())["tuned_decodings"]:
+            continue
+        scored = score_work(work, encoder)
+        report = scored["report"]
+        rows.append({"work": work.name, "recipe": scored["cv"]["recipe"], "train_rows_per_fold":
+                     sorted({f["train_rows"] for f in scored["folds"]}),
+                     "optimizer_steps_per_fold": sorted({f["optimizer_steps"] for f in scored["folds"]}),
+                     "tuned_decodings": scored["cv"]["tuned_decodings"], "hardware": scored["hardware"],
+                     **{key: report[key] for key in ("questions", "folds_done", "gain_same_decoding",
+                                                     "gain_vs_best_base", "heldout_loss", "tuned_length_ratio",
+                                                     "gpu_seconds")},
+                     "tuned_empty_answers": report["tuned"]["empty_answers"],
+                     "tune_loss_by_epoch": {f["fold"]: f["tune_loss_by_epoch"] for f in scored["folds"]}})
+    return rows
+
+
 def curve(args) -> int:
+    from recipekit.inference.scoring import DEFAULT_ENCODER
+
     points = learning_curve(args.work)
+    compared = compare_works(args.work, DEFAULT_ENCODER)
     atomic_write_text(args.out, json.dumps({"date": args.date or date.today().isoformat(),
-                                            "what": "held-out answer loss of base and tuned model against training rows",
-                                            "points": points}, indent=2) + "\n")
+                                            "what": "held-out answer loss of base and tuned model against training rows, "
+                                                    "and each work folder's pooled gains (paired bootstrap 95% CI)",
+                                            "encoder": DEFAULT_ENCODER, "works": compared, "points": points},
+                                           indent=2) + "\n")
     for p in points:
         print(f"fold {p['fold']}: {p['train_rows']} rows, {p['optimizer_steps']} steps: {p['heldout_loss_base']} -> "
               f"{p['heldout_loss_tuned']} ({100 * p['change']:+.1f}%) [{p['hardware']}]")
+    if compared:
+        print("\n| work | train rows a fold | n | loss change | gain, same decoding (CI) | gain vs best base (CI) "
+              "| length ratio |\n|---|---|---|---|---|---|---|")
+        for w in compared:
+            print(f"| {w['work']} | {'/'.join(map(str, w['train_rows_per_fold']))} | {w['questions']} | "
+                  f"{100 * w['heldout_loss']['change']:+.1f}% | {_ci(w['gain_same_decoding'])} | "
+                  f"{_ci(w['gain_vs_best_base'])} | {w['tuned_length_ratio']} |")
     return 0
 
 
@@ -459,7 +494,8 @@ def make_parser() -> argparse.ArgumentParser:
     score_parser.add_argument("--work", type=Path, required=True)
     score_parser.add_argument("--out", type=Path, required=True)
     score_parser.add_argument("--date", default=None, help="the day the GPU stage ran (default: today)")
-    curve_parser = stages.add_parser("curve", help="held-out loss against training rows, from several work folders")
+    curve_parser = stages.add_parser("curve", help="held-out loss against training rows, and the gains of each work "
+                                   "folder that holds answers (learning-curve points, settings) in one file")
     curve_parser.add_argument("--work", type=Path, nargs="+", required=True)
     curve_parser.add_argument("--out", type=Path, required=True)
     curve_parser.add_argument("--date", default=None)

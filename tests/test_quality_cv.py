@@ -81,6 +81,13 @@ def test_cross_validation_runs_fold_by_fold_and_reports_both_gains(tmp_path, fiq
     assert result["targets_met"]["gain_vs_best_base 95% CI above 0"] is False
     assert set(result["similarity_by_decoding"]["base"]) == {"greedy", "rp1.2", "norepeat4"}
 
+    # The comparison file (learning-curve points, settings) scores the same work folder the same way.
+    compared = tmp_path / "curve.json"
+    assert main(["curve", "--work", str(work), "--out", str(compared)]) == 0
+    [row] = json.loads(compared.read_text())["works"]
+    assert row["questions"] == pool and row["folds_done"] == 3
+    assert row["gain_vs_best_base"] == report["gain_vs_best_base"] and row["heldout_loss"] == report["heldout_loss"]
+
 
 def test_learning_curve_collects_each_folds_heldout_loss_by_training_rows(tmp_path):
     from bench.quality_cv import main
