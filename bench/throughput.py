@@ -10,7 +10,10 @@ BPE tokenizer trained on the data's text, then runs each variant for ``--warmup`
 ``--steps`` optimizer steps in its own process: a recipe through the exact path of
 ``recipes.run`` (with ``--key value`` overrides), or ``trl-baseline``, TRL's defaults
 (QLoRA NF4, LoRA r8 on all linear layers, batch 4 padded, activation checkpointing, sdpa),
-or ``unsloth-qlora`` / ``unsloth-lora``, Unsloth at its own recommended settings
+``trl-best``, plain TRL at its own best knobs (a bf16 base, LoRA r16 on all linear layers, bfd packing
+into 8192-token packs, padding-free, Liger where it imports on a GPU, no activation checkpointing,
+flex attention; ``plain_trl_knobs`` says exactly what each sets; ``NAME=trl-best --key value`` changes
+SFTConfig fields), or ``unsloth-qlora`` / ``unsloth-lora``, Unsloth at its own recommended settings
 (bench/unsloth_variant.py; run from the ``--unsloth_site`` dir that bench/unsloth_wheels.sh fills).
 Reports non-padding tokens/s in steady state (after the warm-up), peak GPU memory, MFU and
 the ratio to the baseline; writes them as JSON.
@@ -135,8 +138,55 @@ def run_recipe_variant(spec: dict) -> dict:
     return {"log_history": trainer.state.log_history, "settings": recipe.resolved}
 
 
-def run_trl_baseline(spec: dict) -> dict:
-    """Plain TRL with its defaults, as a user would write it from TRL's documentation."""
+def liger_or_why_not(gpu: bool) -> tuple[bool, str | None]:
+    """Whether ``trl-best`` can turn Liger on here, and why not where it cannot."""
+    if not gpu:
+        return False, "off: Liger's Triton kernels need a GPU"
+    try:
+        import liger_kernel  # noqa: F401
+    except ImportError as exc:
+        return False, f"off: liger_kernel does not import ({exc})"
+    return True, None
+
+
+def plain_trl_knobs(kind: str, gpu: bool) -> dict:
+    """What a plain-TRL variant sets, on top of TRL's and PEFT's defaults.
+
+    ``baseline`` (``trl-baseline``): TRL's defaults as its documentation writes them: QLoRA NF4 (a bf16
+    compute dtype) on a GPU, LoRA r8 alpha 32 on all linear layers, batches of 4 padded, activation
+    checkpointing on (SFTConfig's default), sdpa.
+
+    ``best`` (``trl-best``): TRL's own best knobs, no project code: a bf16 base (no quantization), LoRA
+    r16 alpha 32 on all linear layers (PEFT's default float32 adapters, dropout 0), TRL's bfd packing
+    into one 8192-token pack a step (padding-free, which bfd implies), ``use_liger_kernel`` where
+    liger_kernel imports and a GPU is there (the row says when it was off and why), no activation
+    checkpointing; flex_attention on a GPU (the attention transformers ships that keeps each packed
+    document to itself without flash-attn, which the GPU image lacks), sdpa on a CPU.
+    """
+    if kind == "baseline":
+        quantized = {"quantization_config": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}} if gpu else {}
+        return {"init": {"attn_implementation": "sdpa", **quantized}, "lora": {"r": 8, "lora_alpha": 32},
+                "config": {"per_device_train_batch_size": 4}}
+    liger, why_not = liger_or_why_not(gpu)
+    return {"init": {"attn_implementation": "flex_attention" if gpu else "sdpa"}, "lora": {"r": 16, "lora_alpha": 32},
+            "config": {"per_device_train_batch_size": 1, "packing": True, "packing_strategy": "bfd",
+                       "max_length": 8192, "use_liger_kernel": liger, "activation_checkpointing": False},
+            "liger_note": why_not}
+
+
+def sftconfig_overrides(text: str) -> dict:
+    """``--key value`` pairs of a ``trl-best`` variant, as SFTConfig arguments (values read as YAML)."""
+    import yaml
+
+    words = shlex.split(text)
+    if len(words) % 2 or not all(w.startswith("--") for w in words[::2]):
+        raise SystemExit(f"error: trl-best overrides must be --key value pairs, not {text!r}")
+    return {key[2:]: yaml.safe_load(value) for key, value in zip(words[::2], words[1::2])}
+
+
+def run_plain_trl(spec: dict) -> dict:
+    """Plain TRL SFTTrainer + PEFT, as a user would write it from TRL's documentation, with the knobs of
+    ``plain_trl_knobs`` (``trl-baseline``: TRL's defaults; ``trl-best``: TRL's own best knobs)."""
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
@@ -146,26 +196,35 @@ def run_trl_baseline(spec: dict) -> dict:
     from plugins.throughput import ThroughputCallback
 
     gpu = torch.cuda.is_available()
-    init = {"dtype": torch.bfloat16 if gpu else torch.float32, "attn_implementation": "sdpa"}
-    if gpu:
-        init["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+    knobs = plain_trl_knobs(spec.get("trl", "baseline"), gpu)
+    knobs["config"].update(sftconfig_overrides(spec.get("overrides", "")))
+    init = {"dtype": torch.bfloat16 if gpu else torch.float32, **knobs["init"]}
+    if "quantization_config" in init:
+        init["quantization_config"] = BitsAndBytesConfig(**init["quantization_config"],
                                                          bnb_4bit_compute_dtype=torch.bfloat16)
-    config = SFTConfig(output_dir=spec["output_dir"], per_device_train_batch_size=4,
-                       max_steps=spec["warmup"] + spec["steps"], logging_steps=spec.get("log_every", 1),
-                       save_strategy="no", report_to="none", bf16=gpu, use_cpu=not gpu, model_init_kwargs=init,
-                       dataloader_pin_memory=gpu)  # no trainer token count, TRL's default: the timer reads TRL's
+    config = SFTConfig(output_dir=spec["output_dir"], max_steps=spec["warmup"] + spec["steps"],
+                       logging_steps=spec.get("log_every", 1), save_strategy="no", report_to="none", bf16=gpu,
+                       use_cpu=not gpu, model_init_kwargs=init, dataloader_pin_memory=gpu,
+                       **knobs["config"])  # no trainer token count, TRL's default: the timer reads TRL's
     dataset = load_dataset("json", data_files=str(Path(spec["data_dir"]) / "train.jsonl"), split="train")
     timer = ThroughputCallback()
     trainer = SFTTrainer(
         model=spec["model_dir"], args=config, train_dataset=dataset.select_columns(["prompt", "completion"]),
         processing_class=AutoTokenizer.from_pretrained(spec["model_dir"]),
-        peft_config=LoraConfig(r=8, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
+        peft_config=LoraConfig(**knobs["lora"], target_modules="all-linear", task_type="CAUSAL_LM"),
         callbacks=[timer],
     )
     trainer.train()
-    return {"log_history": trainer.state.log_history, "settings": {
-        "load_in_4bit": gpu, "lora_target_modules": "all-linear", "per_device_train_batch_size": 4,
-        "activation_checkpointing": config.activation_checkpointing, "max_length": config.max_length}}
+    settings = {"load_in_4bit": "quantization_config" in init, "lora_r": knobs["lora"]["r"],
+                "lora_target_modules": "all-linear", "attn_implementation": init["attn_implementation"],
+                "per_device_train_batch_size": config.per_device_train_batch_size,
+                "activation_checkpointing": config.activation_checkpointing, "max_length": config.max_length,
+                "packing": config.packing, "packing_strategy": config.packing_strategy if config.packing else None,
+                "padding_free": bool(getattr(trainer, "padding_free", config.padding_free)),
+                "use_liger_kernel": config.use_liger_kernel}
+    if knobs.get("liger_note"):
+        settings["liger_note"] = knobs["liger_note"]
+    return {"log_history": trainer.state.log_history, "settings": settings}
 
 
 def worker(spec: dict) -> dict:
@@ -180,7 +239,7 @@ def worker(spec: dict) -> dict:
 
         outcome = run_unsloth_variant(spec)
     else:
-        outcome = run_trl_baseline(spec) if spec["kind"] == "baseline" else run_recipe_variant(spec)
+        outcome = run_plain_trl(spec) if spec["kind"] == "baseline" else run_recipe_variant(spec)
     result = {"name": spec["name"], **steady_state(outcome["log_history"], spec["warmup"]),
               "settings": outcome["settings"], "wall_seconds": round(time.perf_counter() - started, 1),
               "losses": [[h["step"], h["loss"]] for h in outcome["log_history"] if "loss" in h]}
@@ -199,14 +258,19 @@ def parse_variant(text: str) -> dict:
 
     if text == "trl-baseline":
         return {"name": "trl-baseline", "kind": "baseline"}
+    base, _, overrides = text.partition(" ")
+    if base == "trl-best":  # trl-best [--sftconfig_key value ...]
+        return {"name": "trl-best", "kind": "baseline", "trl": "best", "overrides": overrides.strip()}
     if is_unsloth_variant(text):  # unsloth-qlora / unsloth-lora [--key value ...]
         base, _, overrides = text.partition(" ")
         return {"name": base, "kind": "unsloth", "base": base, "overrides": overrides.strip()}
     name, _, rest = text.partition("=")
     if not rest:
-        raise SystemExit(f"error: variant {text!r} must be trl-baseline, unsloth-qlora, unsloth-lora "
+        raise SystemExit(f"error: variant {text!r} must be trl-baseline, trl-best, unsloth-qlora, unsloth-lora "
                          "or NAME=RECIPE.yaml [--key value ...]")
     recipe, _, overrides = rest.strip().partition(" ")
+    if recipe == "trl-best":  # NAME=trl-best --max_length 4096
+        return {"name": name, "kind": "baseline", "trl": "best", "overrides": overrides.strip()}
     if is_unsloth_variant(recipe):  # NAME=unsloth-lora --packing true
         return {"name": name, "kind": "unsloth", "base": recipe, "overrides": overrides.strip()}
     return {"name": name, "kind": "recipe", "recipe": recipe, "overrides": overrides}
@@ -257,7 +321,8 @@ def table(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", type=Path, required=True, help="JSONL splits from preprocess.fiqa")
-    parser.add_argument("--variant", action="append", default=[], help="trl-baseline or NAME=RECIPE [--key value ...]")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="trl-baseline, trl-best, unsloth-qlora, unsloth-lora or NAME=RECIPE [--key value ...]")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="nemotron")
     parser.add_argument("--steps", type=int, default=10, help="measured steps after the warm-up")
     parser.add_argument("--warmup", type=int, default=3)
@@ -270,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unsloth_site", type=Path, default=None,
                         help="pip --target dir with Unsloth and its pins (bench/unsloth_wheels.sh), put first on "
                              "PYTHONPATH for the unsloth-* variants only")
+    parser.add_argument("--keep_logs", action="store_true",
+                        help="write every variant's output beside --out (OUT_STEM.NAME.log), not only a failed one's: "
+                             "e.g. torch.compile's graph breaks and recompiles under TORCH_LOGS")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -292,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         result, done = run_worker([sys.executable, "-m", "bench.throughput", "--data_dir", str(args.data_dir),
                                    "--worker", json.dumps(spec)], spec, env=worker_env(spec, args.unsloth_site))
         results.append(result)
-        if "error" in result:
+        if "error" in result or args.keep_logs:
             log = args.out.with_name(f"{args.out.stem}.{spec['name']}.log")  # the whole story, beside --out
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)

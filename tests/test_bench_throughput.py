@@ -19,20 +19,58 @@ def test_harness_measures_baseline_and_recipe_on_cpu(tmp_path, fiqa_jsonl_dir):
     result = subprocess.run(
         [sys.executable, "-m", "bench.throughput", "--shape", "tiny", "--data_dir", str(fiqa_jsonl_dir),
          "--steps", "3", "--warmup", "1", "--work_dir", str(tmp_path / "work"), "--out", str(out),
-         "--variant", "trl-baseline",
+         "--variant", "trl-baseline", "--variant", "trl-best",
          "--variant", f"smoke={REPO_ROOT / 'recipes' / 'smoke.yaml'} --per_device_train_batch_size 2"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     names = [r["name"] for r in report["results"]]
-    assert names == ["trl-baseline", "smoke"]
+    assert names == ["trl-baseline", "trl-best", "smoke"]
     for entry in report["results"]:
         assert "error" not in entry, entry
         assert entry["tokens"] > 0 and entry["seconds"] > 0
         assert abs(entry["tokens_per_second"] - entry["tokens"] / entry["seconds"]) < 0.02 * entry["tokens_per_second"]
     assert report["flops_per_token"] > 0
     assert "| trl-baseline |" in result.stdout and "1.00x" in result.stdout
+    best = report["results"][1]["settings"]  # plain TRL's best knobs, on a CPU: Liger off, and the row says why
+    assert best["packing"] and best["packing_strategy"] == "bfd" and best["padding_free"] and best["max_length"] == 8192
+    assert best["activation_checkpointing"] is False and best["lora_r"] == 16 and not best["load_in_4bit"]
+    assert best["use_liger_kernel"] is False and "need a GPU" in best["liger_note"]
+
+
+def test_trl_best_is_plain_trl_at_its_own_best_knobs_and_says_when_liger_is_off(monkeypatch):
+    import builtins
+
+    from bench.throughput import parse_variant, plain_trl_knobs, sftconfig_overrides
+
+    assert parse_variant("trl-best") == {"name": "trl-best", "kind": "baseline", "trl": "best", "overrides": ""}
+    short = parse_variant("best-4096=trl-best --max_length 4096")
+    assert short["name"] == "best-4096" and short["trl"] == "best"
+    assert sftconfig_overrides(short["overrides"]) == {"max_length": 4096}
+    with pytest.raises(SystemExit):
+        sftconfig_overrides("--max_length")
+
+    baseline = plain_trl_knobs("baseline", gpu=True)  # what trl-baseline always set
+    assert baseline["init"]["quantization_config"]["load_in_4bit"] and baseline["lora"]["r"] == 8
+    assert baseline["config"] == {"per_device_train_batch_size": 4}  # the rest: SFTConfig's defaults
+    assert "quantization_config" not in plain_trl_knobs("baseline", gpu=False)["init"]
+
+    on_cpu = plain_trl_knobs("best", gpu=False)
+    assert on_cpu["config"]["use_liger_kernel"] is False and "need a GPU" in on_cpu["liger_note"]
+    assert on_cpu["init"] == {"attn_implementation": "sdpa"}
+    real_import = builtins.__import__
+
+    def no_liger(name, *args, **kwargs):
+        if name.startswith("liger_kernel"):
+            raise ImportError("No module named 'liger_kernel'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_liger)
+    on_gpu = plain_trl_knobs("best", gpu=True)
+    assert on_gpu["config"]["use_liger_kernel"] is False and "does not import" in on_gpu["liger_note"]
+    assert on_gpu["init"] == {"attn_implementation": "flex_attention"} and on_gpu["lora"] == {"r": 16, "lora_alpha": 32}
+    assert on_gpu["config"]["activation_checkpointing"] is False and on_gpu["config"]["packing_strategy"] == "bfd"
 
 
 def test_flops_per_token_counts_the_linear_weights_of_the_benchmarked_model():
