@@ -77,6 +77,15 @@ class RecipeArguments:
                   "bf16 or float32 nn.Linear base (not 4-bit) and the model is not sharded by FSDP or DeepSpeed; "
                   "elsewhere each layer runs its own forward."},
     )
+    regional_compilation: bool = field(
+        default=False,
+        metadata={"help": "With torch_compile: compile each repeated decoder layer on its own (one compiled graph that "
+                  "every layer reuses) and the rest of the model module by module, instead of the whole model at once: "
+                  "accelerate's use_regional_compilation (accelerate.utils.compile_regions), with torch_compile_backend "
+                  "and torch_compile_mode. Fewer kernel launches and fused glue (LoRA adds, scaling, casts) at a "
+                  "compile time of one layer. Same as accelerate's dynamo_config use_regional_compilation or "
+                  "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION=1, which also take effect without this key."},
+    )
     push_merged_model: bool = field(
         default=False,
         metadata={"help": "With push_to_hub: also merge the adapter into the base model (as recipes.merge does) and "

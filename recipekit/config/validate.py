@@ -121,6 +121,12 @@ def check_combinations(v: dict[str, Any]) -> list[str]:
             "`fused_lora_qkv: true` groups layers that have the fused LoRA forward, but `fused_lora_forward` is false. "
             "Set fused_lora_forward: true as well, or fused_lora_qkv: false."
         )
+    compiling = v.get("torch_compile") or v.get("torch_compile_backend") or v.get("torch_compile_mode")
+    if v.get("regional_compilation") and not compiling:
+        problems.append(
+            "`regional_compilation: true` says how `torch_compile` compiles the model (layer by layer), but "
+            "`torch_compile` is false. Set torch_compile: true as well, or regional_compilation: false."
+        )
     if v.get("dataset_text_field", "text") != "text":
         from recipekit.training.sources import DATASETS_EXAMPLE
 

@@ -116,9 +116,24 @@ def build_trainer(recipe: Recipe, callbacks: list | None = None):
         fuse_lora_forward_or_say_why(trainer.model)
     if recipe.recipe.fused_lora_qkv:
         group_qkv_projections_or_say_why(trainer.model, trainer.args)
+    if recipe.recipe.regional_compilation:
+        compile_regions_or_say_why(trainer)
     for plugin in recipe.plugins:
         plugin.on_trainer_ready(trainer, recipe)
     return trainer, data
+
+
+def compile_regions_or_say_why(trainer) -> None:
+    """``regional_compilation: true``: accelerate compiles the model region by region when the trainer
+    prepares it (``accelerate.utils.compile_regions``: each decoder layer, one cache for all of them),
+    with the backend and mode ``torch_compile`` gave its dynamo plugin. No compile code here: the
+    switch accelerate's own config sets (``use_regional_compilation``), on the plugin the trainer built."""
+    plugin = trainer.accelerator.state.dynamo_plugin
+    if plugin is None or str(getattr(plugin.backend, "value", plugin.backend)).lower() == "no":
+        print("note: regional_compilation: true found no torch.compile backend in the trainer's accelerator "
+              "(torch_compile is off), so the model runs uncompiled.")
+        return
+    plugin.use_regional_compilation = True
 
 
 def keep_adapters_in_model_dtype_or_say_why(model) -> None:
