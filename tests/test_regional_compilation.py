@@ -62,3 +62,50 @@ def test_the_switch_is_set_on_the_trainers_dynamo_plugin_without_compiling_anyth
     assert type(trainer.model_wrapped.base_model.model.model.layers[0]).__name__ == "LlamaDecoderLayer"
     plain, _ = build_trainer(make_recipe(tmp_path / "plain", tiny_model_dir, fiqa_jsonl_dir, "--torch_compile", "true"))
     assert not plain.accelerator.state.dynamo_plugin.use_regional_compilation  # torch_compile alone: the whole model
+
+
+@pytest.mark.slow
+def test_a_4bit_base_with_lora_compiles_regionally_without_graph_breaks(tiny_model_dir):
+    """QLoRA's layers under the same compilation: bitsandbytes 4-bit (its CPU kernels, NF4, nested
+    quantization) with PEFT's LoRA forward and the fused one, accelerate's compile_regions against the
+    uncompiled model on the same batches: no graph break, the same losses. bitsandbytes registers its
+    4-bit ops with torch, so dynamo traces them as single ops; the GPU rows of bench/perf_round9.sh
+    measure the CUDA side."""
+    import torch
+    from accelerate.utils import compile_regions
+    from peft import LoraConfig, get_peft_model
+    from torch._dynamo.utils import counters
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from recipekit.fast_paths.fused_lora import fuse_lora_forward
+
+    def losses(compiled: bool, fused: bool) -> list[float]:
+        torch.manual_seed(0)
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                          bnb_4bit_compute_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, quantization_config=quantization, device_map="cpu",
+                                                     dtype=torch.float32)
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(parameter, std=0.02)  # a trained adapter: LoRA B starts at zero
+        if fused:
+            assert fuse_lora_forward(model) > 0
+        run = compile_regions(model) if compiled else model
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        generator, seen = torch.Generator().manual_seed(1), []
+        for length in (40, 64, 52, 64, 33, 47):  # lengths change: static, then dynamic shapes
+            ids = torch.randint(0, 900, (2, length), generator=generator)
+            loss = run(input_ids=ids, labels=ids).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            seen.append(loss.item())
+        return seen
+
+    torch._dynamo.reset()
+    counters.clear()
+    for fused in (False, True):
+        eager, compiled = losses(False, fused), losses(True, fused)
+        assert compiled == pytest.approx(eager, rel=1e-4)
+    assert not counters["graph_break"], dict(counters["graph_break"])
