@@ -20,17 +20,29 @@ def train_losses(tmp_path, model_dir, data_dir, *extra):
     return trainer, [row["loss"] for row in trainer.state.log_history if "loss" in row]
 
 
+LORA_FORWARDS = {
+    "peft": [],
+    "fused": ["--fused_lora_forward", "true", "--fused_lora_qkv", "true"],
+    "fused-checkpointing": ["--fused_lora_forward", "true", "--activation_checkpointing", "true"],  # the lean recipe's
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("lora_forward", ["peft", "fused"])
+@pytest.mark.parametrize("lora_forward", sorted(LORA_FORWARDS))
 def test_regionally_compiled_training_keeps_the_losses_of_the_uncompiled_run(tmp_path, tiny_model_dir,
                                                                               fiqa_jsonl_dir, lora_forward):
     """22 steps of the smoke recipe (padded batches of varying length, so shapes change and turn dynamic)
-    with and without regional compilation, through PEFT's LoRA forward or the project's fused ones:
-    every step's loss within 0.1%, each decoder layer compiled, the adapter saved as usual."""
-    fused = ["--fused_lora_forward", "true", "--fused_lora_qkv", "true"] if lora_forward == "fused" else []
+    with and without regional compilation, through PEFT's LoRA forward or the project's fused ones, with
+    and without activation checkpointing: every step's loss within 0.1%, each decoder layer compiled
+    without a break at the checkpoint, the adapter saved as usual."""
+    from torch._dynamo.utils import counters
+
+    fused = LORA_FORWARDS[lora_forward]
     _, plain = train_losses(tmp_path / "plain", tiny_model_dir, fiqa_jsonl_dir, *fused)
+    counters.clear()
     compiled, losses = train_losses(tmp_path / "compiled", tiny_model_dir, fiqa_jsonl_dir, *fused,
                                     "--torch_compile", "true", "--regional_compilation", "true")
+    assert not [reason for reason in counters["graph_break"] if "checkpoint" in reason]
     assert len(plain) == len(losses) == STEPS
     for step, (reference, loss) in enumerate(zip(plain, losses), start=1):
         assert loss == pytest.approx(reference, rel=1e-3), f"step {step}"

@@ -84,7 +84,9 @@ class RecipeArguments:
                   "accelerate's use_regional_compilation (accelerate.utils.compile_regions), with torch_compile_backend "
                   "and torch_compile_mode. Fewer kernel launches and fused glue (LoRA adds, scaling, casts) at a "
                   "compile time of one layer. Same as accelerate's dynamo_config use_regional_compilation or "
-                  "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION=1, which also take effect without this key."},
+                  "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION=1, which also take effect without this key; with "
+                  "activation checkpointing this key also lets each checkpointed layer compile whole (dynamo's "
+                  "skip_fwd_side_effects_in_bwd_under_checkpoint)."},
     )
     push_merged_model: bool = field(
         default=False,

@@ -134,6 +134,14 @@ def compile_regions_or_say_why(trainer) -> None:
               "(torch_compile is off), so the model runs uncompiled.")
         return
     plugin.use_regional_compilation = True
+    if trainer.args.activation_checkpointing:
+        # Each checkpointed layer would break the graph at the checkpoint: the `kernels` package's wrapper
+        # of transformers' attention sets a context variable inside it, a side effect dynamo will not
+        # replay in the recompute. The variable only picks a kernel for the forward being traced, so the
+        # recompute needs no replay; with this the whole layer compiles as one graph (CPU: same losses).
+        import torch._dynamo.config
+
+        torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
 
 
 def keep_adapters_in_model_dtype_or_say_why(model) -> None:
