@@ -243,8 +243,13 @@ def choose(scores: dict[str, list[float]]) -> str:
     return max(scores, key=lambda name: (statistics.fmean(scores[name]), -list(DECODINGS).index(name)))
 
 
-def score_work(work: Path, encoder: str) -> dict:
-    """Everything the result file says, from the answers and losses under ``work``."""
+def finished_folds(work: Path) -> set[int]:
+    return {int(path.parent.name) for path in (work / "folds").glob("*/fold.json")}
+
+
+def score_work(work: Path, encoder: str, only_folds: set[int] | None = None) -> dict:
+    """Everything the result file says, from the answers and losses under ``work`` (of ``only_folds``
+    when given: comparing work folders on the same questions)."""
     from recipekit.inference.scoring import embed, paired_bootstrap
 
     cv = json.loads((work / "cv.json").read_text())
@@ -252,7 +257,8 @@ def score_work(work: Path, encoder: str) -> dict:
     pool = _read_jsonl(data / "pool.jsonl")
     splits = json.loads((data / "folds.json").read_text())["splits"]
     folds = [json.loads((work / "folds" / str(s["fold"]) / "fold.json").read_text())
-             for s in splits if (work / "folds" / str(s["fold"]) / "fold.json").is_file()]
+             for s in splits if (work / "folds" / str(s["fold"]) / "fold.json").is_file()
+             and (only_folds is None or s["fold"] in only_folds)]
     if not folds:
         raise SystemExit(f"error: no finished fold under {work / 'folds'}; run `python -m bench.quality_cv run` first.")
     done = {f["fold"] for f in folds}
@@ -403,19 +409,22 @@ def learning_curve(works: list[Path]) -> list[dict]:
 
 def compare_works(works: list[Path], encoder: str) -> list[dict]:
     """One scored summary per work folder that holds answers (a learning-curve point or a setting): its
-    recipe, training rows, both pooled gains, the held-out loss change and the answer length. Loss-only
-    folders (no tuned answers) are left to ``learning_curve``."""
+    recipe, training rows, both pooled gains, the held-out loss change and the answer length, over the
+    folds that every such folder finished, so that all rows are on the same questions. Loss-only folders
+    (no tuned answers) are left to ``learning_curve``."""
+    answered = [w for w in works if (w / "cv.json").is_file() and json.loads((w / "cv.json").read_text())["tuned_decodings"]]
+    common = set.intersection(*(finished_folds(w) for w in answered)) if answered else set()
+    if answered and not common:
+        raise SystemExit("error: the work folders have no finished fold in common; compare them on the same folds.")
     rows = []
-    for work in works:
-        cv_file = work / "cv.json"
-        if not cv_file.is_file() or not json.loads(cv_file.read_text())["tuned_decodings"]:
-            continue
-        scored = score_work(work, encoder)
+    for work in answered:
+        scored = score_work(work, encoder, common)
         report = scored["report"]
         rows.append({"work": work.name, "recipe": scored["cv"]["recipe"], "train_rows_per_fold":
                      sorted({f["train_rows"] for f in scored["folds"]}),
                      "optimizer_steps_per_fold": sorted({f["optimizer_steps"] for f in scored["folds"]}),
                      "tuned_decodings": scored["cv"]["tuned_decodings"], "hardware": scored["hardware"],
+                     "folds_compared": sorted(common), "folds_finished": sorted(finished_folds(work)),
                      **{key: report[key] for key in ("questions", "folds_done", "gain_same_decoding",
                                                      "gain_vs_best_base", "heldout_loss", "tuned_length_ratio",
                                                      "gpu_seconds")},
