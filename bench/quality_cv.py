@@ -424,13 +424,32 @@ def compare_works(works: list[Path], encoder: str) -> list[dict]:
                      sorted({f["train_rows"] for f in scored["folds"]}),
                      "optimizer_steps_per_fold": sorted({f["optimizer_steps"] for f in scored["folds"]}),
                      "tuned_decodings": scored["cv"]["tuned_decodings"], "hardware": scored["hardware"],
-                     "folds_compared": sorted(common), "folds_finished": sorted(finished_folds(work)),
+                     "folds_compared": sorted(common), "folds_finished": sorted(finished_folds(work)), "run": scored["cv"],
                      **{key: report[key] for key in ("questions", "folds_done", "gain_same_decoding",
                                                      "gain_vs_best_base", "heldout_loss", "tuned_length_ratio",
                                                      "gpu_seconds")},
                      "tuned_empty_answers": report["tuned"]["empty_answers"],
                      "tune_loss_by_epoch": {f["fold"]: f["tune_loss_by_epoch"] for f in scored["folds"]}})
     return rows
+
+
+def loss_change_by_rows(points: list[dict]) -> dict:
+    """Mean held-out loss change at each training-row count, over the folds that every count finished
+    (the last point of each fold rounds 225/226 rows to the smaller), and the change per doubling of rows
+    between neighbouring counts: whether the curve still falls, and how fast."""
+    import math
+
+    by_rows: dict[int, dict[int, float]] = {}
+    for p in points:
+        by_rows.setdefault(p["work"], {})[p["fold"]] = p
+    folds = set.intersection(*(set(f) for f in by_rows.values()))
+    means = sorted((min(by_rows[w][f]["train_rows"] for f in folds),
+                    statistics.fmean(by_rows[w][f]["change"] for f in folds)) for w in by_rows)
+    return {"folds": sorted(folds),
+            "mean_change": [{"train_rows": rows, "change": round(change, 4)} for rows, change in means],
+            "change_per_doubling": [{"from_rows": a[0], "to_rows": b[0],
+                                     "change": round((b[1] - a[1]) / math.log2(b[0] / a[0]), 4)}
+                                    for a, b in zip(means, means[1:])]}
 
 
 def curve(args) -> int:
@@ -441,7 +460,8 @@ def curve(args) -> int:
     atomic_write_text(args.out, json.dumps({"date": args.date or date.today().isoformat(),
                                             "what": "held-out answer loss of base and tuned model against training rows, "
                                                     "and each work folder's pooled gains (paired bootstrap 95% CI)",
-                                            "encoder": DEFAULT_ENCODER, "works": compared, "points": points},
+                                            "encoder": DEFAULT_ENCODER, "works": compared,
+                                            "loss_change_by_rows": loss_change_by_rows(points), "points": points},
                                            indent=2) + "\n")
     for p in points:
         print(f"fold {p['fold']}: {p['train_rows']} rows, {p['optimizer_steps']} steps: {p['heldout_loss_base']} -> "

@@ -105,3 +105,7 @@ def test_learning_curve_collects_each_folds_heldout_loss_by_training_rows(tmp_pa
     points = json.loads(out.read_text())["points"]
     assert [p["train_rows"] for p in points] == [50, 225]  # ordered by rows within a fold
     assert [p["change"] for p in points] == [pytest.approx(-0.0167, abs=1e-4), pytest.approx(-0.0667, abs=1e-4)]
+    by_rows = json.loads(out.read_text())["loss_change_by_rows"]
+    assert [m["train_rows"] for m in by_rows["mean_change"]] == [50, 225] and by_rows["folds"] == [0]
+    [step] = by_rows["change_per_doubling"]  # -5 points over log2(4.5) = 2.17 doublings
+    assert step["change"] == pytest.approx((-0.0667 + 0.0167) / 2.1699, abs=1e-3)
