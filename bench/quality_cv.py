@@ -413,7 +413,8 @@ def compare_works(works: list[Path], encoder: str) -> list[dict]:
     folds that every such folder finished, so that all rows are on the same questions. Loss-only folders
     (no tuned answers) are left to ``learning_curve``."""
     answered = [w for w in works if (w / "cv.json").is_file() and json.loads((w / "cv.json").read_text())["tuned_decodings"]]
-    common = set.intersection(*(finished_folds(w) for w in answered)) if answered else set()
+    finished = {w: finished_folds(w) for w in answered}
+    common = set.intersection(*finished.values()) if answered else set()
     if answered and not common:
         raise SystemExit("error: the work folders have no finished fold in common; compare them on the same folds.")
     rows = []
@@ -424,7 +425,7 @@ def compare_works(works: list[Path], encoder: str) -> list[dict]:
                      sorted({f["train_rows"] for f in scored["folds"]}),
                      "optimizer_steps_per_fold": sorted({f["optimizer_steps"] for f in scored["folds"]}),
                      "tuned_decodings": scored["cv"]["tuned_decodings"], "hardware": scored["hardware"],
-                     "folds_compared": sorted(common), "folds_finished": sorted(finished_folds(work)), "run": scored["cv"],
+                     "folds_compared": sorted(common), "folds_finished": sorted(finished[work]), "run": scored["cv"],
                      **{key: report[key] for key in ("questions", "folds_done", "gain_same_decoding",
                                                      "gain_vs_best_base", "heldout_loss", "tuned_length_ratio",
                                                      "gpu_seconds")},
@@ -439,12 +440,12 @@ def loss_change_by_rows(points: list[dict]) -> dict:
     between neighbouring counts: whether the curve still falls, and how fast."""
     import math
 
-    by_rows: dict[int, dict[int, float]] = {}
+    by_work: dict[str, dict[int, dict]] = {}  # work folder -> fold -> point
     for p in points:
-        by_rows.setdefault(p["work"], {})[p["fold"]] = p
-    folds = set.intersection(*(set(f) for f in by_rows.values()))
-    means = sorted((min(by_rows[w][f]["train_rows"] for f in folds),
-                    statistics.fmean(by_rows[w][f]["change"] for f in folds)) for w in by_rows)
+        by_work.setdefault(p["work"], {})[p["fold"]] = p
+    folds = set.intersection(*(set(f) for f in by_work.values()))
+    means = sorted((min(by_work[w][f]["train_rows"] for f in folds),
+                    statistics.fmean(by_work[w][f]["change"] for f in folds)) for w in by_work)
     return {"folds": sorted(folds),
             "mean_change": [{"train_rows": rows, "change": round(change, 4)} for rows, change in means],
             "change_per_doubling": [{"from_rows": a[0], "to_rows": b[0],
