@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Round 9 (issue #31) on one GPU: plain TRL's defaults and its own best knobs, the three Nemotron recipes
+# Round 9 (issue #31) on one GPU: plain TRL's defaults and its own best knobs, Unsloth (QLoRA and LoRA, when
+# UNSLOTH_SITE names bench/unsloth_wheels.sh's --target dir), the three Nemotron recipes
 # with and without regional compilation (`torch_compile: true` + `regional_compilation: true`: accelerate
 # compiles each decoder layer once and reuses it for all 32), the lean recipe at 4096-token packs three
 # times in a row with and without it (steadiness), and the per-step losses of each compiled recipe against
@@ -16,13 +17,13 @@
 # and is not retried. Rows run in order of priority; the first row whose estimate does not fit in what is
 # left of BUDGET_S (default 540 s, for a 600 s call) and every row after it are left for the next call
 # (so pairs and the three steadiness rows stay together), and printed as such. The whole set
-# needs about 40 device minutes from a bare machine (several calls); the first call does the LoRA target
-# and the two TRL baselines.
+# needs about 45 device minutes from a bare machine (several calls). ONLY picks a call's rows when its
+# packages arrive in parts (the TRL baselines and the 4-bit recipes need bitsandbytes, Unsloth its site).
 #
 # Environment: FIQA (the FiQA CSV folder, or a preprocessed JSONL folder; default shared/data/fiqa-sample,
 # then ../shared/data/fiqa-sample), WORK (default /tmp/round9_work: the random models, runs and the
 # inductor cache, all reused on a warm machine), BUDGET_S, STEPS / WARMUP / LOG_EVERY (10 / 10 / 10, as
-# round 8), ONLY (space-separated row names: run just these, still skipping finished ones), PYTHON
+# round 8), UNSLOTH_SITE, ONLY (space-separated row names: run just these, still skipping finished ones), PYTHON
 # (default python3), SHAPE / EQ_SHAPE (default nemotron / nemotron-4-layers; tiny for a dry run on a CPU).
 set -uo pipefail
 out=${1:?usage: bash bench/perf_round9.sh OUT_DIR [DONE_DIR]}
@@ -118,20 +119,26 @@ row trl-best 90 "$shape" "${M[@]}" --variant trl-best
 if [ -f "$out/trl-best.json" ] && grep -qi "out of memory" "$out/trl-best.json"; then  # H200 measured 75 GiB with sdpa
   row trl-best-4096 90 "$shape" "${M[@]}" --variant "trl-best-4096=trl-best --max_length 4096"
 fi
-row lora 260 "$shape" "${M[@]}" --variant "lora=$L"
+row lora 460 "$shape" "${M[@]}" --variant "lora=$L"
 row lora-rc 200 "$shape" "${M[@]}" --variant "lora-rc=$L $RC"
-row eq-lora 150 "$eq_shape" "${E[@]}" --variant "lora=$L" --variant "lora-rc=$L $RC"
-equivalence eq-lora lora
-row lean-4096-a 240 "$shape" "${M[@]}" --variant "lean-4096-a=$N $P4096"
+row qlora 500 "$shape" "${M[@]}" --variant "qlora=$Q"
+row qlora-rc 240 "$shape" "${M[@]}" --variant "qlora-rc=$Q $RC"
+row lean 400 "$shape" "${M[@]}" --variant "lean=$N"
+row lean-rc 160 "$shape" "${M[@]}" --variant "lean-rc=$N $RC"
+if [ -n "${UNSLOTH_SITE:-}" ]; then  # bench/unsloth_wheels.sh's --target dir
+  row unsloth-qlora 360 "$shape" "${M[@]}" --variant unsloth-qlora --unsloth_site "$UNSLOTH_SITE"
+  row unsloth-lora 180 "$shape" "${M[@]}" --variant unsloth-lora --unsloth_site "$UNSLOTH_SITE"
+else
+  echo "left: unsloth-qlora, unsloth-lora (set UNSLOTH_SITE)"
+fi
+row lean-4096-a 400 "$shape" "${M[@]}" --variant "lean-4096-a=$N $P4096"
 for run in b c; do row "lean-4096-$run" 80 "$shape" "${M[@]}" --variant "lean-4096-$run=$N $P4096"; done
 row lean-4096-rc-a 460 "$shape" "${M[@]}" --variant "lean-4096-rc-a=$N $P4096 $RC"
 for run in b c; do row "lean-4096-rc-$run" 120 "$shape" "${M[@]}" --variant "lean-4096-rc-$run=$N $P4096 $RC"; done
-row lean 260 "$shape" "${M[@]}" --variant "lean=$N"
-row lean-rc 160 "$shape" "${M[@]}" --variant "lean-rc=$N $RC"
+row eq-lora 150 "$eq_shape" "${E[@]}" --variant "lora=$L" --variant "lora-rc=$L $RC"
+equivalence eq-lora lora
 row eq-lean 200 "$eq_shape" "${E[@]}" --variant "lean=$N" --variant "lean-rc=$N $RC"
 equivalence eq-lean lean
-row qlora 370 "$shape" "${M[@]}" --variant "qlora=$Q"
-row qlora-rc 240 "$shape" "${M[@]}" --variant "qlora-rc=$Q $RC"
 row eq-qlora 200 "$eq_shape" "${E[@]}" --variant "qlora=$Q" --variant "qlora-rc=$Q $RC"
 equivalence eq-qlora qlora
 
