@@ -49,16 +49,14 @@ def adapter_config_problem(path: Path) -> str | None:
 
 
 def _saved_lora_ranks(weights: Path) -> set[int]:
-    """The ranks of the saved ``lora_A`` matrices (their first dimension), read from the header."""
-    import json
+    """The ranks of the saved ``lora_A`` matrices (their first dimension), from safetensors' header alone."""
+    from safetensors import SafetensorError, safe_open
 
     try:
-        with weights.open("rb") as handle:
-            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
-    except (OSError, ValueError, MemoryError, OverflowError):
+        with safe_open(str(weights), framework="pt") as saved:
+            return {saved.get_slice(name).get_shape()[0] for name in saved.keys() if "lora_A" in name}
+    except (SafetensorError, OSError, IndexError):
         return set()  # a damaged file is named by saved_adapter_problem
-    return {entry["shape"][0] for name, entry in header.items()
-            if "lora_A" in name and isinstance(entry, dict) and entry.get("shape")}
 
 
 def load_run_recipe(run_dir: str | Path, *overrides: str) -> Recipe:

@@ -20,17 +20,17 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def safetensors_problem(path: Path) -> str | None:
-    """A truncated or torn safetensors file, found from its header alone (no tensor is loaded)."""
+    """A truncated, torn or padded safetensors file: safetensors' own reader checks that the header
+    parses and that its tensors cover the file exactly, without loading a tensor."""
+    from safetensors import SafetensorError, safe_open
+
     try:
-        with path.open("rb") as handle:
-            header_size = int.from_bytes(handle.read(8), "little")
-            header = json.loads(handle.read(header_size))
-        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-    except (OSError, ValueError, KeyError, TypeError, MemoryError, OverflowError):
-        return f"{path.name} has no readable header"
-    expected = 8 + header_size + max(ends, default=0)
-    size = path.stat().st_size
-    return None if size == expected else f"{path.name} is {size} bytes where its header says {expected} (truncated)"
+        with safe_open(str(path), framework="pt"):
+            return None
+    except SafetensorError as exc:  # e.g. "incomplete metadata, file not fully covered"
+        return f"{path.name} is truncated or damaged (safetensors: {exc})"
+    except OSError as exc:
+        return f"{path.name} cannot be read ({exc.strerror or exc})"
 
 
 def _torch_archive_problem(path: Path) -> str | None:
