@@ -305,6 +305,13 @@ def run_worker(command: list[str], spec: dict, env: dict | None = None) -> tuple
     return {"name": spec["name"], "error": " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])}, done
 
 
+def earlier_results(out: Path) -> list[dict]:
+    """The results an earlier call of the same invocation wrote to ``out`` (none when there is no file yet)."""
+    if not out.is_file():
+        return []
+    return json.loads(out.read_text())["results"]
+
+
 def table(results: list[dict]) -> str:
     baseline = next((r["tokens_per_second"] for r in results if r["name"] == "trl-baseline" and r.get("tokens_per_second")), None)
     lines = ["| variant | tokens/s | peak GiB (allocated) | MFU | vs TRL defaults |", "|---|---|---|---|---|"]
@@ -338,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep_logs", action="store_true",
                         help="write every variant's output beside --out (OUT_STEM.NAME.log), not only a failed one's: "
                              "e.g. torch.compile's graph breaks and recompiles under TORCH_LOGS")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the results already in --out and skip each variant measured there without an "
+                             "error: one invocation (one results file) finished over several calls, e.g. on a "
+                             "machine that is lent 10 minutes at a time or whose packages arrive in parts")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -352,8 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     model_dir = build_assets(work, args.shape, args.data_dir)
     print(f"random {args.shape} model in {model_dir} ({time.perf_counter() - started:.0f}s)", flush=True)
-    results = []
+    results = earlier_results(args.out) if args.resume else []
+    measured = {r["name"] for r in results if "error" not in r}
+    results = [r for r in results if "error" not in r]  # a failed variant is measured again
     for text in args.variant or ["trl-baseline"]:
+        if parse_variant(text)["name"] in measured:
+            print(f"{parse_variant(text)['name']}: measured in {args.out}, kept", flush=True)
+            continue
         spec = {**parse_variant(text), "model_dir": str(model_dir), "data_dir": str(args.data_dir),
                 "output_dir": str(work / "runs" / text.split("=")[0]), "steps": args.steps, "warmup": args.warmup,
                 "shape": args.shape, "log_every": args.log_every}

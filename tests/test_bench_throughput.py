@@ -256,3 +256,33 @@ def test_steady_state_with_a_first_step_log_and_a_log_the_timer_skipped():
                {"step": 15, "num_tokens": 1600.0, "step_time_seconds": 0.5, "loss": 0.7}]
     # Warm-up 5: steps 6-10 have no time, so only steps 11-15 count: 600 tokens in 5 x 0.5 s.
     assert steady_state(history, warmup=5) == {"tokens": 600, "seconds": 2.5, "tokens_per_second": 240.0}
+
+
+def test_resume_keeps_measured_variants_and_measures_failed_and_new_ones_again(tmp_path, monkeypatch):
+    import subprocess as sp
+
+    import bench.throughput as throughput
+
+    ran = []
+
+    def fake_run(cmd, **kwargs):
+        spec = json.loads(cmd[cmd.index("--worker") + 1])
+        ran.append(spec["name"])
+        row = {"name": spec["name"], "tokens": 10, "seconds": 1.0, "tokens_per_second": 10.0, "settings": {}}
+        return sp.CompletedProcess(cmd, 0, stdout="RESULT " + json.dumps(row) + "\n", stderr="")
+
+    monkeypatch.setattr(throughput, "build_assets", lambda work, shape, data: work / "model")
+    monkeypatch.setattr(throughput.subprocess, "run", fake_run)
+    out = tmp_path / "out.json"
+    earlier = [{"name": "trl-baseline", "tokens": 5, "seconds": 1.0, "tokens_per_second": 5.0, "settings": {}},
+               {"name": "trl-best", "error": "cut off"}]
+    out.write_text(json.dumps({"results": earlier}))
+    args = ["--data_dir", str(tmp_path), "--shape", "tiny", "--work_dir", str(tmp_path), "--out", str(out),
+            "--variant", "trl-baseline", "--variant", "trl-best", "--variant", "lora=recipes/nemotron_fiqa_lora.yaml"]
+    throughput.main([*args, "--resume"])
+    assert ran == ["trl-best", "lora"]  # the measured baseline is kept, the failed row measured again
+    results = json.loads(out.read_text())["results"]
+    assert [(r["name"], r["tokens_per_second"]) for r in results] == [("trl-baseline", 5.0), ("trl-best", 10.0),
+                                                                       ("lora", 10.0)]
+    throughput.main(args)  # without --resume, every variant is measured again and the file rewritten
+    assert ran[2:] == ["trl-baseline", "trl-best", "lora"] and len(json.loads(out.read_text())["results"]) == 3
