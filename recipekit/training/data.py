@@ -159,7 +159,8 @@ def records_dataset(records: list[dict], data_dir: str | Path, split: str):
     except (TypeError, ValueError) as exc:  # pyarrow's errors derive from these
         raise RecipeError(
             f"{split_path(data_dir, split)} mixes record shapes (plain-text and chat prompts, or other types): "
-            f"{str(exc).splitlines()[0]}. Write each split in one format with `{preprocess_hint(data_dir)}`."
+            f"{str(exc).splitlines()[0]}. Give every record of a split the same shape: `prompt` and `completion` "
+            f"both text, or both lists of chat messages (`{preprocess_hint(data_dir)}` writes FiQA that way)."
         ) from None
 
 
