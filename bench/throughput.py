@@ -88,6 +88,10 @@ def build_assets(work: Path, shape_name: str, data_dir: Path) -> Path:
     tokenizer.save_pretrained(model_dir)
     model.save_pretrained(model_dir)
     del model
+    # The float32 init and its bf16 copy leave ~31.5 GiB (the 8B shape) cached in this process, which runs
+    # no training itself: hand it back, or every worker of the first invocation on a machine trains with
+    # that much less GPU memory (an H100 then ran TRL's best knobs out of memory).
+    torch.cuda.empty_cache()
     return model_dir
 
 
