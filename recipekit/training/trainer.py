@@ -134,6 +134,13 @@ def compile_regions_or_say_why(trainer) -> None:
               "(torch_compile is off), so the model runs uncompiled.")
         return
     plugin.use_regional_compilation = True
+    if kernels := liger_kernels_inside_the_layer(trainer.args):
+        print(f"note: regional_compilation: true with use_liger_kernel: true: Liger's {', '.join(kernels)} kernels run "
+              "outside torch.compile (Liger 0.8.5 wraps its RoPE in torch.compiler.disable), so each decoder layer "
+              "compiles in pieces: on one H100 the LoRA recipe ran 4.4% slower compiled than not "
+              "(bench/results/throughput_round9_h100_2026-12-07.json). To hand the whole layer to the compiler and "
+              "keep Liger's fused cross-entropy, set `liger_kernel_config: {rope: false, rms_norm: false, "
+              "swiglu: false}` (its speed is not measured yet).")
     if trainer.args.activation_checkpointing:
         # Each checkpointed layer would break the graph at the checkpoint: the `kernels` package's wrapper
         # of transformers' attention sets a context variable inside it, a side effect dynamo will not
@@ -142,6 +149,18 @@ def compile_regions_or_say_why(trainer) -> None:
         import torch._dynamo.config
 
         torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
+
+
+# Liger's kernels that replace parts of a decoder layer, each on unless `liger_kernel_config` sets it false.
+LIGER_LAYER_KERNELS = ("rope", "rms_norm", "swiglu")
+
+
+def liger_kernels_inside_the_layer(args) -> list[str]:
+    """The Liger kernels a run patches into each decoder layer: what a compiled layer cannot fuse across."""
+    if not getattr(args, "use_liger_kernel", False):
+        return []
+    config = getattr(args, "liger_kernel_config", None) or {}
+    return [kernel for kernel in LIGER_LAYER_KERNELS if config.get(kernel, True)]
 
 
 def keep_adapters_in_model_dtype_or_say_why(model) -> None:
