@@ -88,9 +88,9 @@ def test_a_nemotron_plan_estimates_its_tokens_and_cites_its_measured_row(fiqa_js
     flat = " ".join(out.split())
     assert "ESTIMATE, not tokenized" in flat and "tokens/word" in flat and "tokens_per_word_" in flat
     assert "no GPU visible here" in flat
-    row = "bench/results/throughput_round8_h200_2026-11-30.json, row `nemotron_fiqa_qlora`, NVIDIA H200, 2026-11-30"
+    row = "bench/results/throughput_round9_h100_2026-12-07.json, row `nemotron_fiqa_qlora`, NVIDIA H100 80GB HBM3, 2026-12-07"
     assert row in flat
-    report = json.loads((REPO_ROOT / "bench/results/throughput_round8_h200_2026-11-30.json").read_text())
+    report = json.loads((REPO_ROOT / "bench/results/throughput_round9_h100_2026-12-07.json").read_text())
     measured = next(r for r in report["results"] if r["name"] == "nemotron_fiqa_qlora")
     assert f"{measured['tokens_per_second']:,.0f} tok/s" in flat and f"{measured['peak_allocated_gib']} GiB" in flat
     assert "cost:" in flat and "per GPU hour" in flat
