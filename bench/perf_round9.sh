@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Round 9 (issue #31) on one GPU: plain TRL's defaults and its own best knobs, Unsloth (QLoRA and LoRA, when
-# UNSLOTH_SITE names bench/unsloth_wheels.sh's --target dir), the three Nemotron recipes
-# with and without regional compilation (`torch_compile: true` + `regional_compilation: true`: accelerate
-# compiles each decoder layer once and reuses it for all 32), the lean recipe at 4096-token packs three
+# UNSLOTH_SITE names bench/unsloth_wheels.sh's --target dir) and the equal-memory rows beside them, the
+# three Nemotron recipes with and without regional compilation (`torch_compile: true` +
+# `regional_compilation: true`: accelerate compiles each decoder layer once and reuses it for all 32; the
+# -rcl rows keep only Liger's loss kernel, so that nothing in a layer escapes the compiler), the lean recipe at 4096-token packs three
 # times in a row with and without it (steadiness), and the per-step losses of each compiled recipe against
 # the same recipe uncompiled on the 4-layer Nemotron shape (22 steps, bench/fast_path_report.py, 0.1%).
 #
@@ -106,40 +107,46 @@ equivalence() {
 L=recipes/nemotron_fiqa_lora.yaml
 Q=recipes/nemotron_fiqa_qlora.yaml
 N=recipes/nemotron_fiqa_qlora_lean.yaml
-RC="--torch_compile true --regional_compilation true"
+# Regional compilation with Liger's fused cross-entropy only: round 9 (one H100) found Liger's RoPE, a
+# torch.compiler.disable'd call, breaking every compiled layer (bench/README.md, round 9).
+RC="--torch_compile true --regional_compilation true --liger_kernel_config '{\"rope\": false, \"rms_norm\": false, \"swiglu\": false}'"
 M=(--steps "$steps" --warmup "$warmup" --log_every "$log_every")
 E=(--steps 22 --warmup 3 --log_every 1)  # every step's loss, as the fast-path equivalence rows
 P4096="--packing true --max_length 4096"
+U="--packing true --max_seq_length 8192 --per_device_train_batch_size 1"  # Unsloth as round 8 ran it
+C="--include_num_input_tokens_seen non_padding"  # the equal-memory rows count tokens as the Unsloth rows do
 
-# Estimates (seconds, one H100; the first row also builds the random 8B model, once per machine; a warm
-# inductor cache makes later compiled rows of the same layer cheaper). The first row of a group carries
-# the whole group's estimate, so that a pair or the three steadiness rows start only where all fit.
-row trl-baseline 150 "$shape" "${M[@]}" --variant trl-baseline
-row trl-best 90 "$shape" "${M[@]}" --variant trl-best
-if [ -f "$out/trl-best.json" ] && grep -qi "out of memory" "$out/trl-best.json"; then  # H200 measured 75 GiB with sdpa
-  row trl-best-4096 90 "$shape" "${M[@]}" --variant "trl-best-4096=trl-best --max_length 4096"
+# Estimates (seconds, one H100, from round 9's wall times: the model build 38, trl-baseline 55, trl-best
+# 116, qlora 155, lora 41, lean 113, lora compiled 88). The first row of a group carries the whole
+# group's estimate, so that a pair or the three steadiness rows start only where all fit.
+row trl-baseline 100 "$shape" "${M[@]}" --variant trl-baseline
+row trl-best 130 "$shape" "${M[@]}" --variant trl-best
+if [ -f "$out/trl-best.json" ] && grep -qi "out of memory" "$out/trl-best.json"; then
+  row trl-best-4096 60 "$shape" "${M[@]}" --variant "trl-best-4096=trl-best --max_length 4096"
 fi
-row lora 460 "$shape" "${M[@]}" --variant "lora=$L"
-row lora-rc 200 "$shape" "${M[@]}" --variant "lora-rc=$L $RC"
-row qlora 500 "$shape" "${M[@]}" --variant "qlora=$Q"
-row qlora-rc 240 "$shape" "${M[@]}" --variant "qlora-rc=$Q $RC"
-row lean 400 "$shape" "${M[@]}" --variant "lean=$N"
-row lean-rc 160 "$shape" "${M[@]}" --variant "lean-rc=$N $RC"
+row lora 150 "$shape" "${M[@]}" --variant "lora=$L"
+row lora-rcl 100 "$shape" "${M[@]}" --variant "lora-rcl=$L $RC"
+row qlora 300 "$shape" "${M[@]}" --variant "qlora=$Q"
+row qlora-rcl 150 "$shape" "${M[@]}" --variant "qlora-rcl=$Q $RC"
+row lean 250 "$shape" "${M[@]}" --variant "lean=$N"
+row lean-rcl 130 "$shape" "${M[@]}" --variant "lean-rcl=$N $RC"
 if [ -n "${UNSLOTH_SITE:-}" ]; then  # bench/unsloth_wheels.sh's --target dir
-  row unsloth-qlora 360 "$shape" "${M[@]}" --variant unsloth-qlora --unsloth_site "$UNSLOTH_SITE"
-  row unsloth-lora 180 "$shape" "${M[@]}" --variant unsloth-lora --unsloth_site "$UNSLOTH_SITE"
+  row unsloth-qlora 200 "$shape" "${M[@]}" --variant "unsloth-qlora=unsloth-qlora $U" --unsloth_site "$UNSLOTH_SITE"
+  row unsloth-lora 100 "$shape" "${M[@]}" --variant "unsloth-lora=unsloth-lora $U" --unsloth_site "$UNSLOTH_SITE"
 else
   echo "left: unsloth-qlora, unsloth-lora (set UNSLOTH_SITE)"
 fi
-row lean-4096-a 400 "$shape" "${M[@]}" --variant "lean-4096-a=$N $P4096"
-for run in b c; do row "lean-4096-$run" 80 "$shape" "${M[@]}" --variant "lean-4096-$run=$N $P4096"; done
-row lean-4096-rc-a 460 "$shape" "${M[@]}" --variant "lean-4096-rc-a=$N $P4096 $RC"
-for run in b c; do row "lean-4096-rc-$run" 120 "$shape" "${M[@]}" --variant "lean-4096-rc-$run=$N $P4096 $RC"; done
-row eq-lora 150 "$eq_shape" "${E[@]}" --variant "lora=$L" --variant "lora-rc=$L $RC"
+row lora-offload 80 "$shape" "${M[@]}" \
+  --variant "lora-offload=$L --activation_checkpointing true --activation_checkpointing_kwargs '{\"offload\": true}' $C"
+row lean-4096-a 300 "$shape" "${M[@]}" --variant "lean-4096-a=$N $P4096 $C"
+for run in b c; do row "lean-4096-$run" 100 "$shape" "${M[@]}" --variant "lean-4096-$run=$N $P4096 $C"; done
+row lean-4096-rcl-a 360 "$shape" "${M[@]}" --variant "lean-4096-rcl-a=$N $P4096 $C $RC"
+for run in b c; do row "lean-4096-rcl-$run" 120 "$shape" "${M[@]}" --variant "lean-4096-rcl-$run=$N $P4096 $C $RC"; done
+row eq-lora 150 "$eq_shape" "${E[@]}" --variant "lora=$L" --variant "lora-rcl=$L $RC"
 equivalence eq-lora lora
-row eq-lean 200 "$eq_shape" "${E[@]}" --variant "lean=$N" --variant "lean-rc=$N $RC"
+row eq-lean 200 "$eq_shape" "${E[@]}" --variant "lean=$N" --variant "lean-rcl=$N $RC"
 equivalence eq-lean lean
-row eq-qlora 200 "$eq_shape" "${E[@]}" --variant "qlora=$Q" --variant "qlora-rc=$Q $RC"
+row eq-qlora 200 "$eq_shape" "${E[@]}" --variant "qlora=$Q" --variant "qlora-rcl=$Q $RC"
 equivalence eq-qlora qlora
 
 "$py" - "$out" <<'EOF'
