@@ -3,9 +3,10 @@
 # UNSLOTH_SITE names bench/unsloth_wheels.sh's --target dir) and the equal-memory rows beside them, the
 # three Nemotron recipes with and without regional compilation (`torch_compile: true` +
 # `regional_compilation: true`: accelerate compiles each decoder layer once and reuses it for all 32; the
-# -rcl rows keep only Liger's loss kernel, so that nothing in a layer escapes the compiler), the lean recipe at 4096-token packs three
-# times in a row with and without it (steadiness), and the per-step losses of each compiled recipe against
-# the same recipe uncompiled on the 4-layer Nemotron shape (22 steps, bench/fast_path_report.py, 0.1%).
+# -rcl rows keep only Liger's loss kernel, so that nothing in a layer escapes the compiler), the lean
+# recipe at 4096-token packs three times in a row with and without it (steadiness), and the per-step
+# losses of each compiled recipe against the same recipe uncompiled on the 4-layer Nemotron shape (22
+# steps, bench/fast_path_report.py, 0.1%).
 #
 #   export PYTHONPATH=/tmp/site:$PWD USE_HUB_KERNELS=NO HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 #   bash bench/perf_round9.sh "$OUT" [DONE_DIR]

@@ -367,14 +367,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     model_dir = build_assets(work, args.shape, args.data_dir)
     print(f"random {args.shape} model in {model_dir} ({time.perf_counter() - started:.0f}s)", flush=True)
-    results = earlier_results(args.out) if args.resume else []
-    measured = {r["name"] for r in results if "error" not in r}
-    results = [r for r in results if "error" not in r]  # a failed variant is measured again
+    # --resume keeps the measured rows; a failed variant is measured again
+    results = [r for r in earlier_results(args.out) if "error" not in r] if args.resume else []
+    measured = {r["name"] for r in results}
     for text in args.variant or ["trl-baseline"]:
-        if parse_variant(text)["name"] in measured:
-            print(f"{parse_variant(text)['name']}: measured in {args.out}, kept", flush=True)
+        variant = parse_variant(text)
+        if variant["name"] in measured:
+            print(f"{variant['name']}: measured in {args.out}, kept", flush=True)
             continue
-        spec = {**parse_variant(text), "model_dir": str(model_dir), "data_dir": str(args.data_dir),
+        spec = {**variant, "model_dir": str(model_dir), "data_dir": str(args.data_dir),
                 "output_dir": str(work / "runs" / text.split("=")[0]), "steps": args.steps, "warmup": args.warmup,
                 "shape": args.shape, "log_every": args.log_every}
         result, done = run_worker([sys.executable, "-m", "bench.throughput", "--data_dir", str(args.data_dir),

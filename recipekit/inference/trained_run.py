@@ -53,7 +53,7 @@ def _saved_lora_ranks(weights: Path) -> set[int]:
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(weights), framework="pt") as saved:
+        with safe_open(str(weights), framework="numpy") as saved:  # shapes only: no torch import
             return {saved.get_slice(name).get_shape()[0] for name in saved.keys() if "lora_A" in name}
     except (SafetensorError, OSError, IndexError):
         return set()  # a damaged file is named by saved_adapter_problem

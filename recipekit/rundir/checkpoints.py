@@ -25,7 +25,7 @@ def safetensors_problem(path: Path) -> str | None:
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(path), framework="pt"):
+        with safe_open(str(path), framework="numpy"):  # reads the header only; "pt" would import torch
             return None
     except SafetensorError as exc:  # e.g. "incomplete metadata, file not fully covered"
         return f"{path.name} is truncated or damaged (safetensors: {exc})"

@@ -135,9 +135,9 @@ def compile_regions_or_say_why(trainer) -> None:
         return
     plugin.use_regional_compilation = True
     if kernels := liger_kernels_inside_the_layer(trainer.args):
-        print(f"note: regional_compilation: true with use_liger_kernel: true: Liger's {', '.join(kernels)} kernels run "
-              "outside torch.compile (Liger 0.8.5 wraps its RoPE in torch.compiler.disable), so each decoder layer "
-              "compiles in pieces: on one H100 the LoRA recipe ran 4.4% slower compiled than not "
+        print(f"note: regional_compilation: true with use_liger_kernel: true patches Liger's {', '.join(kernels)} "
+              "kernels into each decoder layer, and Liger 0.8.5's RoPE is a torch.compiler.disable'd call, so each "
+              "layer compiles in pieces: on one H100 the LoRA recipe ran 4.4% slower compiled than not "
               "(bench/results/throughput_round9_h100_2026-12-07.json). To hand the whole layer to the compiler and "
               "keep Liger's fused cross-entropy, set `liger_kernel_config: {rope: false, rms_norm: false, "
               "swiglu: false}` (its speed is not measured yet).")
