@@ -26,7 +26,7 @@ smoke: setup
 	HF_HUB_OFFLINE=1 $(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml \
 		--num_cpu_threads_per_process $(NPROC) -m recipes.run recipes/smoke.yaml
 
-# Everything, as CI runs it (about 14 minutes on 2 cores).
+# Everything, as CI runs it (35 minutes on 2 cores: the README cites the latest rehearsal).
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 

@@ -238,6 +238,7 @@ def worker(spec: dict) -> dict:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]  # a short-pack step waits on the CPU: a busy host shows in its speed
     if spec["kind"] == "unsloth":
         from bench.unsloth_variant import run_unsloth_variant
 
@@ -246,7 +247,8 @@ def worker(spec: dict) -> dict:
         outcome = run_plain_trl(spec) if spec["kind"] == "baseline" else run_recipe_variant(spec)
     result = {"name": spec["name"], **steady_state(outcome["log_history"], spec["warmup"]),
               "settings": outcome["settings"], "wall_seconds": round(time.perf_counter() - started, 1),
-              "losses": [[h["step"], h["loss"]] for h in outcome["log_history"] if "loss" in h]}
+              "losses": [[h["step"], h["loss"]] for h in outcome["log_history"] if "loss" in h],
+              "host_load_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}}
     if torch.cuda.is_available():
         result["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         result["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)

@@ -156,6 +156,8 @@ def test_worker_dispatches_unsloth_variants_and_keeps_the_result_format(monkeypa
     assert seen["base"] == "unsloth-qlora"
     assert result["name"] == "unsloth-qlora" and result["settings"] == {"load_in_4bit": True}
     assert result["tokens"] == 200 and result["tokens_per_second"] == 200.0  # steps 2 and 3 only
+    assert set(result["host_load_1min"]) == {"before", "after"}  # the host's load beside each measured speed
+    assert all(load >= 0 for load in result["host_load_1min"].values())
 
 
 def test_main_passes_unsloth_site_to_the_unsloth_worker_only(tmp_path, monkeypatch):
