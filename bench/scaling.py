@@ -9,7 +9,10 @@
 
 A case is ``NAME=CONFIG:PROCESSES:RECIPE [--key value ...]``: it runs
 ``accelerate launch --config_file accelerate_configs/CONFIG.yaml --num_processes PROCESSES
--m recipes.run RECIPE ...`` exactly as a user would, on the random-weight model that
+-m recipes.run RECIPE ...`` exactly as a user would. ``CONFIG+FLAG=VALUE`` (repeatable) adds
+``--FLAG VALUE`` to ``accelerate launch``, which wins over the config file: a launch setting is
+measured without a copy of the config, e.g. ``fsdp_qlora+fsdp_reshard_after_forward=false``.
+Each case runs on the random-weight model that
 ``bench.throughput`` builds, for ``--warmup`` + ``--steps`` optimizer steps. Tokens/s is
 the steady state of all processes together (non-padding tokens after the warm-up over
 their step time); memory is the peak that ``nvidia-smi`` saw on each GPU during the case
@@ -32,7 +35,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from bench.throughput import build_assets, measured_run_overrides, steady_state
+from bench.throughput import build_assets, earlier_results, measured_run_overrides, steady_state
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "accelerate_configs"
 # The lent multi-GPU machines must never use NVLink multicast (NVLS); keep it off in every child.
@@ -47,10 +50,21 @@ def parse_case(text: str) -> dict:
     if not name or len(parts) != 3 or not parts[1].isdigit():
         raise SystemExit(f"error: case {text!r} must be NAME=CONFIG:PROCESSES:RECIPE [--key value ...], "
                          "e.g. qlora-ddp-2=multi_gpu:2:recipes/nemotron_fiqa_qlora.yaml")
-    config, processes, recipe = parts
+    config, *flags = parts[0].split("+")
+    processes, recipe = parts[1], parts[2]
     if not (CONFIG_DIR / f"{config}.yaml").is_file():
         raise SystemExit(f"error: case {name!r}: no launch config accelerate_configs/{config}.yaml")
-    return {"name": name, "config": config, "processes": int(processes), "recipe": recipe, "overrides": overrides}
+    launch_flags = []
+    for flag in flags:
+        key, equals, value = flag.partition("=")
+        if not key or not equals:
+            raise SystemExit(f"error: case {name!r}: launch setting {flag!r} must be FLAG=VALUE, e.g. "
+                             "fsdp_qlora+fsdp_reshard_after_forward=false")
+        launch_flags += [f"--{key}", value]
+    case = {"name": name, "config": config, "processes": int(processes), "recipe": recipe, "overrides": overrides}
+    if launch_flags:
+        case["launch_flags"] = launch_flags
+    return case
 
 
 class GpuMemorySampler:
@@ -99,7 +113,7 @@ def case_gpus(processes: int) -> list[int]:
 def launch_command(case: dict, model_dir: Path, data_dir: Path, output_dir: Path, max_steps: int) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch",
             "--config_file", str(CONFIG_DIR / f"{case['config']}.yaml"), "--num_processes", str(case["processes"]),
-            "-m", "recipes.run", case["recipe"], *shlex.split(case["overrides"]),
+            *case.get("launch_flags", []), "-m", "recipes.run", case["recipe"], *shlex.split(case["overrides"]),
             *measured_run_overrides(model_dir, data_dir, output_dir, max_steps)]
 
 
@@ -156,19 +170,24 @@ def compare(results: list[dict], references: list[str]) -> list[dict]:
     return results
 
 
+def launch_setting(result: dict) -> str:
+    """The launch config as a case ran it: the file's name and any flag that overrode it."""
+    return " ".join([result["config"], *result.get("launch_flags", [])])
+
+
 def table(results: list[dict]) -> str:
     lines = ["| case | launch config | GPUs | tokens/s | scaling efficiency | peak memory per GPU (nvidia-smi) "
              "| loss vs reference (max difference) |", "|---|---|---|---|---|---|---|"]
     for r in results:
         if r.get("error"):
-            lines.append(f"| {r['name']} | {r['config']} | {r['processes']} | failed: {r['error'][:120]} | | | |")
+            lines.append(f"| {r['name']} | {launch_setting(r)} | {r['processes']} | failed: {r['error'][:120]} | | | |")
             continue
         peaks = ", ".join(f"{v:.1f}" for v in r["gpu_peak_used_gib"].values()) or "n/a"
         efficiency = (f"{100 * r['scaling_efficiency']:.0f}%" if "scaling_efficiency" in r
                       else "reference" if r.get("is_reference") else "-")
         loss = (f"{100 * r['loss_max_relative_difference']:.2f}% over {r['loss_compared_steps']} steps"
                 if "loss_max_relative_difference" in r else "-")
-        lines.append(f"| {r['name']} | {r['config']} | {r['processes']} | {r['tokens_per_second']:,.0f} | "
+        lines.append(f"| {r['name']} | {launch_setting(r)} | {r['processes']} | {r['tokens_per_second']:,.0f} | "
                      f"{efficiency} | {peaks} GiB | {loss} |")
     return "\n".join(lines)
 
@@ -187,7 +206,7 @@ def plot_losses(results: list[dict], path: Path) -> Path:
     for axis, recipe in zip(axes[0], recipes):
         for r in (r for r in results if r["recipe"] == recipe and r.get("losses")):
             axis.plot(range(1, len(r["losses"]) + 1), r["losses"], marker="o", markersize=3,
-                      label=f"{r['name']} ({r['config']}, {r['processes']} GPU)")
+                      label=f"{r['name']} ({launch_setting(r)}, {r['processes']} GPU)")
         axis.set(title=Path(recipe).stem, xlabel="optimizer step", ylabel="training loss")
         axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
@@ -213,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=None, help="with --report: a PNG of every case's loss per step")
     parser.add_argument("--log_dir", type=Path, default=None, help="each case's output (default: WORK_DIR/logs)")
     parser.add_argument("--report", nargs="+", type=Path, help="print one table from these result files and stop")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the cases already measured in --out without an error and run the others: one "
+                             "invocation (one results file) finished over several calls of a machine lent a few "
+                             "minutes at a time")
     args = parser.parse_args(argv)
 
     if args.report:
@@ -234,8 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     model_dir = build_assets(args.work_dir, args.shape, args.data_dir)
     print(f"random {args.shape} model in {model_dir} ({time.perf_counter() - started:.0f}s)", flush=True)
-    results = []
+    results = [r for r in earlier_results(args.out) if not r.get("error")] if args.resume else []
+    measured = {r["name"] for r in results}
     for case in cases:
+        if case["name"] in measured:
+            print(f"{case['name']}: measured in {args.out}, kept", flush=True)
+            continue
         results.append(run_case(case, model_dir, args.data_dir, args.work_dir, args.log_dir or args.work_dir / "logs",
                                 args.warmup, args.steps, args.timeout))
         compare(results, args.reference)

@@ -73,3 +73,52 @@ def test_scaling_efficiency_and_loss_agreement_are_judged_against_the_same_recip
     assert two["scaling_efficiency"] == 0.9 and two["reference"] == "one" and one["is_reference"]
     assert two["loss_max_relative_difference"] == 0.03 and two["loss_compared_steps"] == 2
     assert "scaling_efficiency" not in other and "reference" not in other
+
+
+def test_a_launch_setting_after_the_config_goes_to_accelerate_launch_before_the_module(tmp_path):
+    """``fsdp_qlora+fsdp_reshard_after_forward=false`` measures one launch setting without a copy of the
+    config: the flag reaches ``accelerate launch`` (where it wins over the file), not the recipe."""
+    from bench.scaling import launch_command, parse_case, table
+
+    case = parse_case("q=fsdp_qlora+fsdp_reshard_after_forward=false+fsdp_version=2:2:recipes/nemotron_fiqa_qlora.yaml "
+                      "--max_length 4096")
+    assert case["config"] == "fsdp_qlora" and case["overrides"] == "--max_length 4096"
+    assert case["launch_flags"] == ["--fsdp_reshard_after_forward", "false", "--fsdp_version", "2"]
+    command = launch_command(case, tmp_path / "m", tmp_path / "d", tmp_path / "o", 5)
+    module = command.index("-m", command.index("--num_processes"))
+    assert command[module - 4:module] == case["launch_flags"] and command[module + 1] == "recipes.run"
+    assert "--fsdp_reshard_after_forward" not in command[module:]
+    row = {**case, "processes": 2, "tokens_per_second": 10.0, "gpu_peak_used_gib": {}, "error": None}
+    assert "| q | fsdp_qlora --fsdp_reshard_after_forward false --fsdp_version 2 | 2 |" in table([row])
+    with pytest.raises(SystemExit, match="launch setting 'fsdp_version' must be FLAG=VALUE"):
+        parse_case("q=fsdp_qlora+fsdp_version:2:recipes/nemotron_fiqa_qlora.yaml")
+    assert "launch_flags" not in parse_case("d=multi_gpu:2:recipes/nemotron_fiqa_qlora.yaml")
+
+
+def test_resume_keeps_the_measured_cases_and_runs_the_failed_and_new_ones(tmp_path, monkeypatch):
+    """One invocation over several short calls: a second call with --resume keeps what the first measured."""
+    import bench.scaling as scaling
+
+    ran = []
+
+    def fake_case(case, *args):
+        ran.append(case["name"])
+        if case["name"] == "two" and ran.count("two") == 1:
+            return {**case, "exit_code": 1, "error": "exit code 1: out of memory", "gpu_peak_used_gib": {}}
+        return {**case, "exit_code": 0, "tokens": 100, "seconds": 1.0, "tokens_per_second": 100.0 * case["processes"],
+                "losses": [1.0], "gpu_peak_used_gib": {}}
+
+    monkeypatch.setattr(scaling, "build_assets", lambda work, shape, data: work / "model")
+    monkeypatch.setattr(scaling, "run_case", fake_case)
+    out = tmp_path / "scaling.json"
+    argv = ["--data_dir", str(tmp_path), "--shape", "tiny", "--work_dir", str(tmp_path), "--out", str(out),
+            "--case", "one=cpu:1:recipes/smoke.yaml", "--case", "two=cpu_multi_process:2:recipes/smoke.yaml",
+            "--reference", "one", "--resume"]
+    assert scaling.main(argv) == 1 and ran == ["one", "two"]  # the second case failed
+    assert scaling.main(argv + ["--case", "three=cpu_multi_process:2:recipes/smoke.yaml"]) == 0
+    assert ran == ["one", "two", "two", "three"]  # "one" kept, the failed "two" measured again
+    results = json.loads(out.read_text())["results"]
+    assert [r["name"] for r in results] == ["one", "two", "three"] and not any(r.get("error") for r in results)
+    assert results[1]["scaling_efficiency"] == 1.0 and results[1]["reference"] == "one"
+    scaling.main(argv[:-1])  # without --resume every case runs again
+    assert ran[-2:] == ["one", "two"]

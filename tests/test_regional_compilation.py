@@ -81,7 +81,7 @@ def test_a_4bit_base_with_lora_compiles_regionally_without_graph_breaks(tiny_mod
     """QLoRA's layers under the same compilation: bitsandbytes 4-bit (its CPU kernels, NF4, nested
     quantization) with PEFT's LoRA forward and the fused one, accelerate's compile_regions against the
     uncompiled model on the same batches: no graph break, the same losses. bitsandbytes registers its
-    4-bit ops with torch, so dynamo traces them as single ops; the GPU rows of bench/perf_round9.sh
+    4-bit ops with torch, so dynamo traces them as single ops; the GPU rows of bench/perf_round10.sh
     measure the CUDA side."""
     import torch
     from accelerate.utils import compile_regions
