@@ -29,7 +29,8 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
+
+import psutil
 
 from recipekit.errors import ExitCode
 from recipekit.runtime.signals import STOP_SIGNALS, exit_code_for
@@ -43,19 +44,10 @@ def child_pids(parent: int) -> list[int]:
     """The direct children of ``parent``: the training processes, under both of accelerate's
     launchers (one process: a subprocess; several: torch.distributed.run in this process,
     whose workers are its children too)."""
-    proc = Path("/proc")
-    if proc.is_dir():
-        children = []
-        for stat in proc.glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue  # exited while we looked
-            if int(fields[1]) == parent:
-                children.append(int(stat.parent.name))
-        return children
-    listing = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
-    return [int(pid) for pid, ppid in (line.split() for line in listing.splitlines()) if int(ppid) == parent]
+    try:
+        return [child.pid for child in psutil.Process(parent).children()]
+    except psutil.NoSuchProcess:
+        return []
 
 
 class SignalForwarder:
