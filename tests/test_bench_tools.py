@@ -65,3 +65,20 @@ def test_the_timing_split_cycles_the_data_questions_to_the_size_asked(tmp_path):
     assert len(test) == 23 and test[:3] == ["test 0?", "test 1?", "test 2?"] and test[10] == "test 0?"  # 10 per cycle
     assert len(set(test)) == 10  # every question of every split, none invented
     assert (target / "train.jsonl").read_text() == (source / "train.jsonl").read_text()
+
+
+def test_a_cpu_recipe_timing_reads_the_trainers_own_time_tokens_and_final_evaluation():
+    from bench.cpu_recipe_timing import summarize
+
+    rows = [{"step": 1, "kind": "train", "loss": 3.5}, {"step": 2, "kind": "train", "loss": 3.0},
+            {"step": 2, "kind": "eval", "eval_loss": 2.9},
+            {"step": 2, "epoch": 1.0, "kind": "summary", "train_runtime": 4.0, "train_loss": 3.2,
+             "num_input_tokens_seen": 1000},
+            {"step": 2, "kind": "final_eval", "eval_loss": 2.8}]
+    assert summarize(rows) == {"train_runtime_seconds": 4.0, "optimizer_steps": 2, "epochs": 1.0, "tokens_seen": 1000,
+                               "tokens_per_second": 250.0, "seconds_per_optimizer_step": 2.0, "first_loss": 3.5, "train_loss": 3.2,
+                               "final_eval_loss": 2.8}
+    cut_short = summarize(rows[:2])  # a run that never finished has no summary: nothing is made up
+    assert cut_short["train_runtime_seconds"] is None and cut_short["tokens_per_second"] is None
+    assert cut_short["seconds_per_optimizer_step"] is None
+    assert cut_short["first_loss"] == 3.5 and cut_short["final_eval_loss"] is None
