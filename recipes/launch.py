@@ -106,6 +106,21 @@ def describe(codes: dict[int, int]) -> str:
     return "; ".join(one(rank, code) for rank, code in sorted(codes.items()))
 
 
+# A process that ends with SIGKILL was stopped from outside: it could not say why itself.
+KILLED = exit_code_for(signal.SIGKILL)
+
+
+def failure_message(codes: dict[int, int]) -> str:
+    """What the launcher says when a training process failed without explaining itself."""
+    message = f"recipes.launch: training failed: {describe(codes)}; its output is above."
+    if KILLED in codes.values():
+        message += (" SIGKILL comes from outside the run, most often from the kernel's out-of-memory killer "
+                    "(`dmesg | tail` names the process it killed). To lower the peak, lower "
+                    "per_device_train_batch_size and raise gradient_accumulation_steps as much (the same examples "
+                    "a step), or lower max_length; then run the same command again to resume.")
+    return message
+
+
 def launch(argv: list[str]) -> int:
     """Run ``accelerate launch ARGV`` here, with the signals passed on; returns the exit status."""
     # torch.distributed.run (several processes) would take the stop signals for itself and kill
@@ -128,7 +143,7 @@ def launch(argv: list[str]) -> int:
             raise
         code = max(codes.values())
         if not set(codes.values()) <= EXPLAINED_EXIT_CODES:
-            print(f"recipes.launch: training failed: {describe(codes)}; its output is above.", file=sys.stderr)
+            print(failure_message(codes), file=sys.stderr)
     return code
 
 

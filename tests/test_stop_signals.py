@@ -293,3 +293,18 @@ def test_after_a_stop_the_signals_stay_ignored_until_the_process_exits():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def test_a_process_killed_from_outside_is_named_with_the_likely_cause_and_the_fix():
+    """SIGKILL (the out-of-memory killer's signal) leaves the training process no word of its own: the
+    launcher names it, says where to look, and which recipe keys lower the peak."""
+    import subprocess
+
+    from recipes.launch import failure_codes, failure_message
+
+    codes = failure_codes(subprocess.CalledProcessError(-9, ["python", "-m", "recipes.run"]))
+    assert codes == {0: 137}
+    message = failure_message(codes)
+    assert "rank 0 exited with 137 (SIGKILL)" in message and "out-of-memory killer" in message
+    assert "per_device_train_batch_size" in message and "gradient_accumulation_steps" in message
+    assert "out-of-memory" not in failure_message({0: 1, 1: 1})  # any other failure: its own output says why
