@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")  # after every variant
         print(json.dumps(report["results"][-1], indent=2), flush=True)
-    return max(r["exit_status"] != 0 for r in report["results"])
+    return int(any(r["exit_status"] != 0 for r in report["results"]))
 
 
 if __name__ == "__main__":
