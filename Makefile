@@ -26,7 +26,7 @@ smoke: setup
 	HF_HUB_OFFLINE=1 $(BIN)/accelerate launch --config_file accelerate_configs/cpu.yaml \
 		--num_cpu_threads_per_process $(NPROC) -m recipes.run recipes/smoke.yaml
 
-# Everything, as CI runs it (35 minutes on 2 cores: the README cites the latest rehearsal).
+# Everything, as CI runs it (35-56 minutes on 2 cores: bench/results/ci_rehearsal_*.json).
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
