@@ -35,7 +35,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from bench.throughput import build_assets, earlier_results, measured_run_overrides, steady_state
+from bench.throughput import build_assets, measured_results, measured_run_overrides, steady_state
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "accelerate_configs"
 # The lent multi-GPU machines must never use NVLink multicast (NVLS); keep it off in every child.
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     model_dir = build_assets(args.work_dir, args.shape, args.data_dir)
     print(f"random {args.shape} model in {model_dir} ({time.perf_counter() - started:.0f}s)", flush=True)
-    results = [r for r in earlier_results(args.out) if not r.get("error")] if args.resume else []
+    results = measured_results(args.out) if args.resume else []
     measured = {r["name"] for r in results}
     for case in cases:
         if case["name"] in measured:

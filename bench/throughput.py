@@ -311,11 +311,12 @@ def run_worker(command: list[str], spec: dict, env: dict | None = None) -> tuple
     return {"name": spec["name"], "error": " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])}, done
 
 
-def earlier_results(out: Path) -> list[dict]:
-    """The results an earlier call of the same invocation wrote to ``out`` (none when there is no file yet)."""
+def measured_results(out: Path) -> list[dict]:
+    """What ``--resume`` keeps: the rows an earlier call of the same invocation measured in ``out``
+    without an error (none when there is no file yet); a failed row is measured again."""
     if not out.is_file():
         return []
-    return json.loads(out.read_text())["results"]
+    return [r for r in json.loads(out.read_text())["results"] if not r.get("error")]
 
 
 def table(results: list[dict]) -> str:
@@ -369,8 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     model_dir = build_assets(work, args.shape, args.data_dir)
     print(f"random {args.shape} model in {model_dir} ({time.perf_counter() - started:.0f}s)", flush=True)
-    # --resume keeps the measured rows; a failed variant is measured again
-    results = [r for r in earlier_results(args.out) if "error" not in r] if args.resume else []
+    results = measured_results(args.out) if args.resume else []
     measured = {r["name"] for r in results}
     for text in args.variant or ["trl-baseline"]:
         variant = parse_variant(text)
